@@ -1,0 +1,184 @@
+//! `twinzo-bridge run`: wires the MQTT loop, the ingest, the sender and the HTTP server, and
+//! shuts them down in order.
+//!
+//! Shutdown, once `shutdown` fires (SIGTERM or SIGINT in the binary):
+//! 1. the ingest commits and acknowledges what it holds, then stops taking messages;
+//! 2. the MQTT loop sends those acknowledgements and disconnects cleanly;
+//! 3. the sender sends everything in the outbox until it is empty or the grace period
+//!    (`shutdown.grace_secs`) ends; what is left stays in the outbox for the next start;
+//! 4. the outbox closes when its last handle drops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AuthMode, Config};
+use crate::devices::Directory;
+use crate::mqtt::{self, Poller};
+use crate::outbox::Outbox;
+use crate::pipeline::{Ingest, IngestTask};
+use crate::sender::Sender;
+use crate::state::State;
+use crate::twinzo::client::now_ms;
+use crate::twinzo::Twinzo;
+use crate::{http, Backoff};
+
+/// A running bridge, as tests see it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub state: Arc<State>,
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the bridge; it stops when `shutdown` fires (or on a fatal store error).
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    http::metrics_handle();
+    let state = State::new(now_ms());
+
+    let path = config.outbox.path.clone();
+    let window = config.outbox.dedup_window_secs;
+    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&path, window)).await??;
+    let outbox = Arc::new(outbox);
+    state.attach_outbox(outbox.clone());
+    let stats = outbox.stats();
+    tracing::info!(
+        path = %config.outbox.path.display(),
+        records = stats.records,
+        dead_letters = stats.dead_letters,
+        "outbox opened"
+    );
+
+    let directory = Arc::new(Directory::new(&config));
+    let twinzo = Arc::new(Twinzo::new(&config.twinzo)?);
+    let ingest = Ingest::new(&config, directory.clone(), state.clone());
+    let subscriptions = mqtt::subscriptions(&config.mqtt, &ingest.filters());
+    let options = mqtt::options(&config.mqtt, &config.mqtt.client_id).map_err(anyhow::Error::msg)?;
+    let (client, eventloop) = rumqttc::AsyncClient::new(options, 4096);
+
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let http_addr = listener.local_addr()?;
+    tracing::info!(addr = %http_addr, "http listening");
+    let router = http::router(state.clone(), config.http.auth_token.clone());
+    let http_stop = CancellationToken::new();
+    let http_task = {
+        let stop = http_stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+        })
+    };
+
+    tracing::info!(url = %mqtt::BrokerUrl::parse(&config.mqtt.url).map(|u| u.full).unwrap_or_default(), client_id = %config.mqtt.client_id, "connecting to broker");
+    let (tx, rx) = mpsc::channel(8192);
+    let poller_stop = CancellationToken::new();
+    let poller = Poller {
+        client: client.clone(),
+        eventloop,
+        subscriptions,
+        watch_all: config.mqtt.watch_all,
+        client_id: config.mqtt.client_id.clone(),
+        state: state.clone(),
+        backoff: Backoff::RECONNECT,
+    };
+    let poller_task = tokio::spawn(poller.run(tx, poller_stop.clone()));
+
+    let wake = Arc::new(Notify::new());
+    let ingest_task = IngestTask {
+        ingest,
+        client,
+        outbox: outbox.clone(),
+        max_records: config.outbox.max_records,
+        sender_wake: wake.clone(),
+        state: state.clone(),
+    };
+    let ingest_stop = shutdown.child_token();
+    let ingest_handle = tokio::spawn(ingest_task.run(rx, ingest_stop.clone()));
+
+    let sender = Sender::new(&config, outbox.clone(), twinzo.clone(), directory.clone(), state.clone(), wake);
+    let hard_stop = CancellationToken::new();
+    let sender_handle = tokio::spawn(sender.run(shutdown.clone(), hard_stop.clone()));
+
+    let probe = tokio::spawn(probe_twinzo(twinzo, directory, state.clone(), shutdown.clone()));
+    let grace = Duration::from_secs(config.shutdown.grace_secs);
+
+    let done = tokio::spawn(async move {
+        let ingest_result = ingest_handle.await;
+        let fatal = !shutdown.is_cancelled();
+        if fatal {
+            tracing::error!("ingest stopped on its own; shutting down");
+            shutdown.cancel();
+        }
+        tracing::info!(grace_secs = grace.as_secs(), "shutting down");
+        poller_stop.cancel();
+        let _ = poller_task.await;
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let mut sender_handle = sender_handle;
+        tokio::select! {
+            _ = &mut sender_handle => {}
+            () = &mut deadline => {
+                hard_stop.cancel();
+                let _ = sender_handle.await;
+            }
+        }
+        probe.abort();
+        http_stop.cancel();
+        let _ = http_task.await;
+        drop(outbox);
+        tracing::info!("stopped");
+        ingest_result?;
+        if fatal {
+            anyhow::bail!("the outbox could not be written; see the log above");
+        }
+        Ok(())
+    });
+
+    Ok(Running { http_addr, state, done })
+}
+
+/// Runs until `shutdown` fires.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let running = start(config, shutdown).await?;
+    running.done.await?
+}
+
+/// Checks Twinzo credentials at start and every 30 s while they have not worked, so `/ready`
+/// tells a bad password or API key before robots move. In device mode without a device table
+/// there is no login to try: the first delivery decides.
+async fn probe_twinzo(twinzo: Arc<Twinzo>, directory: Arc<Directory>, state: Arc<State>, stop: CancellationToken) {
+    let login = directory.configured_logins().into_iter().next();
+    loop {
+        if !state.twinzo_ok.load(std::sync::atomic::Ordering::Relaxed) {
+            let result = match (twinzo.mode(), &login) {
+                (AuthMode::ApiKey, _) => Some(twinzo.check_api_key().await),
+                (AuthMode::Device, Some(login)) => Some(twinzo.check_login(login, directory.password(login)).await),
+                (AuthMode::Device, None) => None,
+            };
+            match result {
+                Some(Ok(())) => {
+                    tracing::info!("twinzo credentials accepted");
+                    state.set_twinzo(true, None);
+                }
+                Some(Err(e)) => {
+                    let chain = crate::error_chain(&e);
+                    tracing::warn!(error = %chain, "twinzo check failed");
+                    state.set_twinzo(false, Some(chain));
+                }
+                None => {
+                    if !state.twinzo_ok.load(std::sync::atomic::Ordering::Relaxed) {
+                        state.set_twinzo(false, Some("waiting for the first delivery (no device configured to probe)".into()));
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}

@@ -1,0 +1,810 @@
+//! Configuration: a TOML file overlaid by `BRIDGE_...` environment variables.
+//!
+//! [`Config::load`] merges the file given by `--config` (exact path, no search) with the
+//! environment (`BRIDGE_MQTT__URL` is `mqtt.url`: the prefix is dropped, `__` nests) and then
+//! validates the result. Every problem is reported as one [`Problem`] naming its key and the
+//! place the value came from, so an operator can fix them all in one pass.
+//!
+//! Secrets are held in [`Secret`], which prints as `****` in `Debug`, `Display` and when the
+//! effective configuration is serialized by `check-config`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::mqtt::BrokerUrl;
+use crate::transform::Affine;
+
+/// Exit code for a configuration that cannot be used (`EX_CONFIG` would be 78; the brief asks
+/// for `EX_USAGE`-style 64, which operators' scripts already test for).
+pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// The whole configuration of the bridge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub ati: AtiConfig,
+    /// Extra topic filters and the format their payloads are read as.
+    pub routes: Vec<RouteConfig>,
+    pub twinzo: TwinzoConfig,
+    /// Per-device overrides of login, sector and password.
+    pub devices: Vec<DeviceConfig>,
+    /// Per-sector transforms from robot metres to sector millimetres.
+    pub sectors: Vec<SectorConfig>,
+    pub batch: BatchConfig,
+    pub retry: RetryConfig,
+    pub outbox: OutboxConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mqtt: MqttConfig::default(),
+            ati: AtiConfig::default(),
+            routes: Vec::new(),
+            twinzo: TwinzoConfig::default(),
+            devices: Vec::new(),
+            sectors: Vec::new(),
+            batch: BatchConfig::default(),
+            retry: RetryConfig::default(),
+            outbox: OutboxConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `ws://`, `wss://`, `mqtt://` or `mqtts://`; ws URLs keep their path (`/mqtt`).
+    #[serde(deserialize_with = "lenient_string")]
+    pub url: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub username: String,
+    pub password: Secret,
+    /// Fixed, so the broker keeps our durable session across restarts.
+    #[serde(deserialize_with = "lenient_string")]
+    pub client_id: String,
+    pub keep_alive_secs: u64,
+    pub max_packet_bytes: usize,
+    /// Subscribe to `#` at QoS 0 to count every topic for monitoring.
+    pub watch_all: bool,
+    /// Subscribe to the default ATI topics (`ati/+/status`, `ati_fm/sherpa/status`).
+    pub default_routes: bool,
+    /// When set, forwarded filters are subscribed as `$share/GROUP/filter`, so several bridge
+    /// processes split one stream.
+    #[serde(deserialize_with = "lenient_string")]
+    pub shared_group: String,
+    /// CA bundle (PEM) for `mqtts://` and `wss://`; the system roots are used when empty.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "ws://broker:9001/mqtt".into(),
+            username: String::new(),
+            password: Secret::default(),
+            client_id: "twinzo-bridge".into(),
+            keep_alive_secs: 30,
+            max_packet_bytes: 1024 * 1024,
+            watch_all: true,
+            default_routes: true,
+            shared_group: String::new(),
+            ca_file: None,
+        }
+    }
+}
+
+/// Where a record's measurement time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampSource {
+    /// The payload's own timestamp, falling back to receive time when it has none.
+    Payload,
+    /// The time the bridge received the message.
+    Received,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AtiConfig {
+    pub timestamp: TimestampSource,
+}
+
+impl Default for AtiConfig {
+    fn default() -> Self {
+        AtiConfig { timestamp: TimestampSource::Payload }
+    }
+}
+
+/// How a payload is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    Ati,
+    Vda5050,
+    Fields,
+}
+
+/// One subscription whose messages are forwarded to Twinzo.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub filter: String,
+    pub format: Format,
+    /// Take the device id from this topic segment (0-based) instead of the payload.
+    #[serde(default)]
+    pub device_from_topic: Option<usize>,
+    /// JSON pointers for the `fields` format.
+    #[serde(default)]
+    pub fields: Option<FieldMap>,
+}
+
+/// JSON pointers (RFC 6901) to each field of a `fields` payload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldMap {
+    pub device: Option<String>,
+    pub x: String,
+    pub y: String,
+    pub z: Option<String>,
+    pub heading: Option<String>,
+    pub battery: Option<String>,
+    pub moving: Option<String>,
+    /// Unix milliseconds or an ISO-8601 string.
+    pub timestamp: Option<String>,
+    pub message_id: Option<String>,
+    pub mode: Option<String>,
+    pub error: Option<String>,
+}
+
+/// How the bridge authenticates to Twinzo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// One login per device, `POST /v3/localization` with a device token.
+    Device,
+    /// Server to server, `POST /v3/localization/batch` with the branch API key.
+    ApiKey,
+}
+
+/// What happens to a device that has no entry in `devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDevices {
+    /// Forward with login = device id, the default sector and the default password.
+    Forward,
+    /// Store in dead letters with reason `unknown_device`.
+    Reject,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwinzoConfig {
+    #[serde(deserialize_with = "lenient_string")]
+    pub base_url: String,
+    pub auth: AuthMode,
+    /// Client name sent to `authenticate` (device mode).
+    #[serde(deserialize_with = "lenient_string")]
+    pub client: String,
+    /// Password of every device without its own (device mode).
+    pub device_password: Secret,
+    /// Branch API key: required in API-key mode, sent as `Api-Key` in both modes when set.
+    pub api_key: Secret,
+    /// Client and branch GUIDs (API-key mode; device mode learns them from `authenticate`).
+    #[serde(deserialize_with = "lenient_string")]
+    pub client_guid: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub branch_guid: String,
+    /// Sector of every device without its own.
+    pub sector_id: Option<i32>,
+    pub unknown_devices: UnknownDevices,
+    /// Value of each location's `Interval` (ms); omitted when unset.
+    pub interval_ms: Option<i32>,
+    pub request_timeout_secs: u64,
+    /// Requests to Twinzo in flight at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for TwinzoConfig {
+    fn default() -> Self {
+        TwinzoConfig {
+            base_url: "https://api.platform.twinzo.eu".into(),
+            auth: AuthMode::Device,
+            client: String::new(),
+            device_password: Secret::default(),
+            api_key: Secret::default(),
+            client_guid: String::new(),
+            branch_guid: String::new(),
+            sector_id: None,
+            unknown_devices: UnknownDevices::Forward,
+            interval_ms: None,
+            request_timeout_secs: 10,
+            max_concurrent_requests: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// The id the robot reports (ATI `sherpa_name`, VDA `manufacturer/serialNumber`).
+    #[serde(deserialize_with = "lenient_string")]
+    pub id: String,
+    /// Twinzo login; the id when unset.
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub login: Option<String>,
+    #[serde(default)]
+    pub sector_id: Option<i32>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectorConfig {
+    pub id: i32,
+    /// `[a, b, c, d, tx, ty]`: `X = a*x + b*y + tx`, `Y = c*x + d*y + ty` (mm from metres).
+    #[serde(default)]
+    pub transform: Option<[f64; 6]>,
+    /// With no explicit transform: mm per metre (default 1000).
+    #[serde(default)]
+    pub scale: Option<f64>,
+    /// With no explicit transform: negate Y (Twinzo's Y grows downwards).
+    #[serde(default)]
+    pub flip_y: bool,
+    /// With no explicit transform: offset added after scaling, in mm.
+    #[serde(default)]
+    pub offset_mm: Option<[f64; 2]>,
+}
+
+impl SectorConfig {
+    pub fn affine(&self) -> Affine {
+        match self.transform {
+            Some([a, b, c, d, tx, ty]) => Affine { a, b, c, d, tx, ty },
+            None => {
+                let scale = self.scale.unwrap_or(1000.0);
+                let [tx, ty] = self.offset_mm.unwrap_or([0.0, 0.0]);
+                let d = if self.flip_y { -scale } else { scale };
+                Affine { a: scale, b: 0.0, c: 0.0, d, tx, ty }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Flush a login's batch at this many locations.
+    pub max_size: usize,
+    /// Flush a login's batch when its oldest record is this old.
+    pub max_age_ms: u64,
+    /// Forward at most one point per device in this interval (0: all).
+    pub min_interval_ms: u64,
+    /// Displacement (metres) since the previous record above which a device is moving, when
+    /// the payload does not say.
+    pub moving_threshold_m: f64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_size: 50, max_age_ms: 1000, min_interval_ms: 0, moving_threshold_m: 0.05 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+    pub factor: f32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { min_delay_ms: 200, max_delay_ms: 30_000, factor: 2.0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// The store file; on Railway put it on the bridge's volume.
+    pub path: PathBuf,
+    /// Above this many records the bridge stops acknowledging MQTT messages.
+    pub max_records: u64,
+    /// Records older than this move to dead letters with reason `expired` (0: never).
+    pub max_age_secs: u64,
+    /// Records with a key already seen within this window are dropped as duplicates.
+    pub dedup_window_secs: u64,
+    /// Payload bytes kept with a dead letter.
+    pub dead_letter_payload_cap: usize,
+    /// Payloads larger than this are dead-lettered as `oversized`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            path: PathBuf::from("data/outbox.redb"),
+            max_records: 1_000_000,
+            max_age_secs: 0,
+            dedup_window_secs: 600,
+            dead_letter_payload_cap: 16 * 1024,
+            max_payload_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+    /// When set, everything but `/live` and `/ready` needs `Authorization: Bearer TOKEN`
+    /// (or `?token=TOKEN`, for the dashboard's event stream).
+    pub auth_token: Secret,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:8080".into(), auth_token: Secret::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `twinzo_bridge=debug`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// Time allowed to flush after SIGTERM; keep it under Railway's draining seconds.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig { grace_secs: 8 }
+    }
+}
+
+/// A value that must never be printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"****\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "****" })
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        lenient_string(d).map(Secret)
+    }
+}
+
+/// Accepts numbers and booleans as strings: environment values are parsed by figment, so a
+/// password of digits would otherwise arrive as an integer.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Scalar::deserialize(d)? {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    })
+}
+
+fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    lenient_string(d).map(Some)
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    /// Where the value came from (`BRIDGE_MQTT__URL`, `config.toml`, `default`).
+    pub origin: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config error: {} ({}): {}", self.key, self.origin, self.message)
+    }
+}
+
+/// Everything wrong with a configuration; `Display` gives one line per problem.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<Problem>);
+
+impl Config {
+    /// Loads the file (when given) and the environment, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, for tests.
+    pub fn load_from(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = path {
+            if !path.is_file() {
+                return Err(ConfigError(vec![Problem {
+                    key: "--config".into(),
+                    origin: "command line".into(),
+                    message: format!("no such file: {}", path.display()),
+                }]));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Railway gives the HTTP port as PORT; an explicit BRIDGE_HTTP__LISTEN wins.
+        if let Some(port) = env.get("PORT") {
+            figment = figment.merge(Serialized::default("http.listen", format!("0.0.0.0:{port}")));
+        }
+        let vars: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        figment = figment.merge(bridge_env(vars));
+
+        let config: Config = figment.extract().map_err(|e| figment_problems(&figment, e))?;
+        let problems = config.problems(&|key| origin_of(&figment, key));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Every semantic problem, each with the origin of its key.
+    fn problems(&self, origin: &dyn Fn(&str) -> String) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem { key: key.into(), origin: origin(key), message });
+        };
+
+        match BrokerUrl::parse(&self.mqtt.url) {
+            Ok(url) if url.is_tls() && self.mqtt.ca_file.as_ref().is_some_and(|p| !p.is_file()) => {
+                bad("mqtt.ca_file", "no such file".into());
+            }
+            Ok(_) => {}
+            Err(e) => bad("mqtt.url", e.to_string()),
+        }
+        if self.mqtt.username.is_empty() {
+            bad("mqtt.username", "required (the broker has no anonymous access)".into());
+        }
+        if self.mqtt.password.is_empty() {
+            bad("mqtt.password", "required".into());
+        }
+        if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 128 {
+            bad("mqtt.client_id", "must be 1 to 128 characters".into());
+        }
+        if self.mqtt.max_packet_bytes < 1024 {
+            bad("mqtt.max_packet_bytes", "must be at least 1024".into());
+        }
+        if self.mqtt.shared_group.contains(['/', '+', '#']) {
+            bad("mqtt.shared_group", "must not contain '/', '+' or '#'".into());
+        }
+        if !self.mqtt.default_routes && self.routes.is_empty() {
+            bad("routes", "no topic is forwarded: enable mqtt.default_routes or add routes".into());
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Err(e) = crate::route::validate_filter(&route.filter) {
+                bad(&format!("routes[{i}].filter"), e);
+            }
+            match (&route.format, &route.fields) {
+                (Format::Fields, None) => {
+                    bad(&format!("routes[{i}].fields"), "required for format \"fields\"".into());
+                }
+                (Format::Fields, Some(map)) => {
+                    for (name, ptr) in map.pointers() {
+                        if !(ptr.is_empty() || ptr.starts_with('/')) {
+                            bad(&format!("routes[{i}].fields.{name}"), "not a JSON pointer".into());
+                        }
+                    }
+                    if map.device.is_none() && route.device_from_topic.is_none() {
+                        bad(
+                            &format!("routes[{i}].fields.device"),
+                            "required unless device_from_topic is set".into(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        match url::Url::parse(&self.twinzo.base_url) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(_) => bad("twinzo.base_url", "must be an http:// or https:// URL".into()),
+            Err(e) => bad("twinzo.base_url", format!("not a URL: {e}")),
+        }
+        match self.twinzo.auth {
+            AuthMode::Device => {
+                if self.twinzo.client.is_empty() {
+                    bad("twinzo.client", "required in device mode".into());
+                }
+                let every_device_has_one = self.devices.iter().all(|d| d.password.is_some());
+                if self.twinzo.device_password.is_empty()
+                    && (self.devices.is_empty()
+                        || !every_device_has_one
+                        || self.twinzo.unknown_devices == UnknownDevices::Forward)
+                {
+                    bad("twinzo.device_password", "required in device mode".into());
+                }
+            }
+            AuthMode::ApiKey => {
+                if self.twinzo.api_key.is_empty() {
+                    bad("twinzo.api_key", "required in api_key mode".into());
+                }
+                for key in ["client_guid", "branch_guid"] {
+                    let v = if key == "client_guid" {
+                        &self.twinzo.client_guid
+                    } else {
+                        &self.twinzo.branch_guid
+                    };
+                    if uuid::Uuid::parse_str(v).is_err() {
+                        bad(&format!("twinzo.{key}"), "required in api_key mode, a GUID".into());
+                    }
+                }
+            }
+        }
+        let sector_ids: Vec<i32> = self.sectors.iter().map(|s| s.id).collect();
+        if self.twinzo.sector_id.is_none()
+            && (self.devices.iter().any(|d| d.sector_id.is_none())
+                || self.twinzo.unknown_devices == UnknownDevices::Forward)
+        {
+            bad("twinzo.sector_id", "required unless every device has its own sector".into());
+        }
+        if self.twinzo.request_timeout_secs == 0 {
+            bad("twinzo.request_timeout_secs", "must be at least 1".into());
+        }
+        if self.twinzo.max_concurrent_requests == 0 {
+            bad("twinzo.max_concurrent_requests", "must be at least 1".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            if d.id.is_empty() {
+                bad(&format!("devices[{i}].id"), "must not be empty".into());
+            }
+            if !seen.insert(d.id.as_str()) {
+                bad(&format!("devices[{i}].id"), format!("duplicate device {:?}", d.id));
+            }
+        }
+        for (i, s) in self.sectors.iter().enumerate() {
+            if sector_ids.iter().filter(|&&id| id == s.id).count() > 1 {
+                bad(&format!("sectors[{i}].id"), format!("duplicate sector {}", s.id));
+            }
+            let t = s.affine();
+            if [t.a, t.b, t.c, t.d, t.tx, t.ty].iter().any(|v| !v.is_finite())
+                || (t.a * t.d - t.b * t.c).abs() < 1e-9
+            {
+                bad(&format!("sectors[{i}].transform"), "must be finite and invertible".into());
+            }
+        }
+
+        if self.batch.max_size == 0 || self.batch.max_size > 1000 {
+            bad("batch.max_size", "must be 1 to 1000".into());
+        }
+        if !(self.batch.moving_threshold_m.is_finite() && self.batch.moving_threshold_m >= 0.0) {
+            bad("batch.moving_threshold_m", "must be a non-negative number".into());
+        }
+        if self.retry.min_delay_ms == 0 || self.retry.max_delay_ms < self.retry.min_delay_ms {
+            bad("retry.max_delay_ms", "need 0 < min_delay_ms <= max_delay_ms".into());
+        }
+        if !(self.retry.factor >= 1.0 && self.retry.factor.is_finite()) {
+            bad("retry.factor", "must be at least 1".into());
+        }
+        if self.outbox.max_records == 0 {
+            bad("outbox.max_records", "must be at least 1".into());
+        }
+        if self.outbox.path.as_os_str().is_empty() {
+            bad("outbox.path", "must not be empty".into());
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            bad("http.listen", "must be IP:PORT, e.g. 0.0.0.0:8080".into());
+        }
+        out
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The routes forwarded to Twinzo: the ATI defaults (when enabled) then the configured ones.
+    pub fn forward_routes(&self) -> Vec<RouteConfig> {
+        let mut routes = Vec::new();
+        if self.mqtt.default_routes {
+            for filter in ["ati/+/status", "ati_fm/sherpa/status"] {
+                routes.push(RouteConfig {
+                    filter: filter.into(),
+                    format: Format::Ati,
+                    device_from_topic: None,
+                    fields: None,
+                });
+            }
+        }
+        routes.extend(self.routes.iter().cloned());
+        routes
+    }
+
+    /// Every secret value, for tests and log scrubbing.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut all = vec![
+            self.mqtt.password.expose(),
+            self.twinzo.device_password.expose(),
+            self.twinzo.api_key.expose(),
+            self.http.auth_token.expose(),
+        ];
+        all.extend(self.devices.iter().filter_map(|d| d.password.as_ref().map(Secret::expose)));
+        all.retain(|s| !s.is_empty());
+        all
+    }
+}
+
+impl FieldMap {
+    fn pointers(&self) -> Vec<(&'static str, &str)> {
+        let mut all = vec![("x", self.x.as_str()), ("y", self.y.as_str())];
+        let optional = [
+            ("device", &self.device),
+            ("z", &self.z),
+            ("heading", &self.heading),
+            ("battery", &self.battery),
+            ("moving", &self.moving),
+            ("timestamp", &self.timestamp),
+            ("message_id", &self.message_id),
+            ("mode", &self.mode),
+            ("error", &self.error),
+        ];
+        all.extend(optional.iter().filter_map(|(n, p)| p.as_deref().map(|p| (*n, p))));
+        all
+    }
+}
+
+/// The `BRIDGE_` environment provider, fed from a snapshot so tests need not touch the process
+/// environment.
+fn bridge_env(vars: Vec<(String, String)>) -> EnvSnapshot {
+    EnvSnapshot(vars)
+}
+
+struct EnvSnapshot(Vec<(String, String)>);
+
+impl figment::Provider for EnvSnapshot {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("environment variable")
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        use figment::value::{Dict, Value};
+        let mut root = Dict::new();
+        for (name, value) in &self.0 {
+            let Some(rest) = name.strip_prefix("BRIDGE_") else { continue };
+            if rest.is_empty() || rest == "CONFIG" {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            let parsed: Value = value.parse().unwrap_or_else(|_| Value::from(value.clone()));
+            insert_path(&mut root, &path, parsed);
+        }
+        Ok(figment::Profile::Default.collect(root))
+    }
+}
+
+fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment::value::Value) {
+    use figment::value::{Dict, Value};
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict.entry(head.clone()).or_insert_with(|| Value::from(Dict::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Names the source of a key: the env variable, the file, or the built-in default.
+fn origin_of(figment: &Figment, key: &str) -> String {
+    let lookup = key.split('[').next().unwrap_or(key);
+    describe_origin(figment.find_metadata(lookup), key)
+}
+
+fn describe_origin(meta: Option<&figment::Metadata>, key: &str) -> String {
+    match meta {
+        Some(meta) if meta.name.contains("environment") => env_name(key),
+        Some(meta) => match &meta.source {
+            Some(figment::Source::File(path)) => path.display().to_string(),
+            Some(figment::Source::Custom(name)) => name.clone(),
+            _ => "default".into(),
+        },
+        None => "default".into(),
+    }
+}
+
+fn env_name(key: &str) -> String {
+    let key = key.split('[').next().unwrap_or(key);
+    format!("BRIDGE_{}", key.to_uppercase().replace('.', "__"))
+}
+
+fn figment_problems(figment: &Figment, err: figment::Error) -> ConfigError {
+    let problems = err
+        .into_iter()
+        .map(|e| {
+            let key = if e.path.is_empty() { "(root)".to_string() } else { e.path.join(".") };
+            let origin = match &e.metadata {
+                Some(meta) => describe_origin(Some(meta), &key),
+                None => origin_of(figment, &key),
+            };
+            Problem { key, origin, message: e.kind.to_string() }
+        })
+        .collect();
+    ConfigError(problems)
+}
+
+#[cfg(test)]
+mod tests;

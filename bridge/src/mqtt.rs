@@ -1,0 +1,313 @@
+//! The MQTT side: broker URLs, client options, and the loop that polls the connection.
+//!
+//! The loop never awaits a client call (rumqttc makes progress only while `poll()` runs; an
+//! awaited `ack` or `subscribe` from here can deadlock when the request channel is full). It
+//! hands QoS 1 publishes to the ingest task through a bounded channel, counts QoS 0 copies
+//! from the `#` watch subscription itself, re-subscribes when the broker lost our session, and
+//! sleeps with jittered exponential backoff between failed connection attempts.
+//!
+//! Overlapping subscriptions: Mosquitto delivers a message once per matching subscription, so a
+//! robot status arrives twice, at QoS 1 through `ati/+/status` and at QoS 0 through `#`. With
+//! the watch on, QoS 0 deliveries are watched only and QoS 1 deliveries are forwarded, so each
+//! message is forwarded once. The cost: a publisher that sends QoS 0 to a forwarded topic is
+//! watched but not forwarded while `mqtt.watch_all` is on; robots must publish at QoS 1 (the
+//! onboarding sheet says so, and QoS 0 could not survive a restart anyway).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::state::State;
+use crate::twinzo::client::now_ms;
+use crate::{error_chain, Backoff};
+
+/// A validated broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// The whole URL, which rumqttc wants as the "host" for WebSockets.
+    pub full: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Ws,
+    Wss,
+    Mqtt,
+    Mqtts,
+}
+
+impl BrokerUrl {
+    pub fn parse(s: &str) -> Result<BrokerUrl, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+        let (scheme, default_port) = match url.scheme() {
+            "ws" => (Scheme::Ws, 80),
+            "wss" => (Scheme::Wss, 443),
+            "mqtt" | "tcp" => (Scheme::Mqtt, 1883),
+            "mqtts" | "ssl" => (Scheme::Mqtts, 8883),
+            other => return Err(format!("unsupported scheme {other:?}: use ws, wss, mqtt or mqtts")),
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("the URL has no host")?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("put credentials in mqtt.username and mqtt.password, not in the URL".into());
+        }
+        if matches!(scheme, Scheme::Mqtt | Scheme::Mqtts) && !matches!(url.path(), "" | "/") {
+            return Err("mqtt:// and mqtts:// URLs have no path".into());
+        }
+        Ok(BrokerUrl {
+            scheme,
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: url.port().unwrap_or(default_port),
+            full: s.to_string(),
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.scheme, Scheme::Wss | Scheme::Mqtts)
+    }
+
+    /// The transport matching the scheme, so a `ws://` URL never runs under TLS settings or a
+    /// `wss://` URL in clear text.
+    pub fn transport(&self, ca: Option<Vec<u8>>) -> Transport {
+        let tls = || match ca.clone() {
+            Some(ca) => rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: None },
+            None => rumqttc::TlsConfiguration::default(),
+        };
+        match self.scheme {
+            Scheme::Ws => Transport::Ws,
+            Scheme::Wss => Transport::Wss(tls()),
+            Scheme::Mqtt => Transport::Tcp,
+            Scheme::Mqtts => Transport::Tls(tls()),
+        }
+    }
+
+    /// The URL with any path, for logs (it never holds credentials: parse refuses them).
+    pub fn display(&self) -> &str {
+        &self.full
+    }
+}
+
+/// The topic the bridge publishes its own status to (retained, `offline` as last will).
+pub fn status_topic(client_id: &str) -> String {
+    format!("bridge/{client_id}/status")
+}
+
+/// Selects rustls' crypto provider once per process: two are linked (ring for reqwest,
+/// aws-lc-rs through rumqttc's defaults) and rustls refuses to guess.
+pub fn init_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Builds client options: durable session, manual acks, our packet limit, last will.
+pub fn options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, String> {
+    init_crypto();
+    let url = BrokerUrl::parse(&cfg.url)?;
+    let host = match url.scheme {
+        Scheme::Ws | Scheme::Wss => url.full.clone(),
+        Scheme::Mqtt | Scheme::Mqtts => url.host.clone(),
+    };
+    let ca = match &cfg.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read mqtt.ca_file: {e}"))?),
+        None => None,
+    };
+    let mut options = MqttOptions::new(client_id, host, url.port);
+    options
+        .set_transport(url.transport(ca))
+        .set_credentials(cfg.username.clone(), cfg.password.expose().to_string())
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.max(5)))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
+        .set_request_channel_capacity(4096)
+        .set_inflight(100)
+        .set_last_will(LastWill::new(status_topic(client_id), "offline", QoS::AtLeastOnce, true));
+    Ok(options)
+}
+
+/// The filters the bridge subscribes to, with their QoS.
+pub fn subscriptions(cfg: &MqttConfig, forward_filters: &[String]) -> Vec<(String, QoS)> {
+    let mut subs: Vec<(String, QoS)> = forward_filters
+        .iter()
+        .map(|f| {
+            let filter = if cfg.shared_group.is_empty() {
+                f.clone()
+            } else {
+                format!("$share/{}/{f}", cfg.shared_group)
+            };
+            (filter, QoS::AtLeastOnce)
+        })
+        .collect();
+    if cfg.watch_all {
+        subs.push(("#".into(), QoS::AtMostOnce));
+    }
+    subs
+}
+
+/// Polls the connection until `stop` fires, feeding QoS 1 publishes to `ingest`.
+pub struct Poller {
+    pub client: AsyncClient,
+    pub eventloop: EventLoop,
+    pub subscriptions: Vec<(String, QoS)>,
+    pub watch_all: bool,
+    pub client_id: String,
+    pub state: Arc<State>,
+    pub backoff: Backoff,
+}
+
+impl Poller {
+    pub async fn run(mut self, ingest: mpsc::Sender<Publish>, stop: CancellationToken) {
+        let mut delays = self.backoff.delays();
+        let mut ingest = Some(ingest);
+        loop {
+            let event = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    delays = self.backoff.delays();
+                    tracing::info!(session_present = ack.session_present, "broker connected");
+                    let status = status_topic(&self.client_id);
+                    // try_ calls only: this task must never wait on the client.
+                    let _ = self.client.try_publish(status, QoS::AtLeastOnce, true, "online");
+                    let restore = !ack.session_present;
+                    if restore {
+                        if let Err(e) = self.client.try_subscribe_many(
+                            self.subscriptions.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q)),
+                        ) {
+                            tracing::warn!(error = %e, "subscribe request not queued");
+                        }
+                    }
+                    self.state.set_broker(|b| {
+                        b.connected = true;
+                        b.subscribed = !restore;
+                        b.since_ms = now_ms();
+                        b.last_error = None;
+                    });
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .count();
+                    if refused > 0 {
+                        tracing::error!(refused, "broker refused subscriptions; check the bridge ACL");
+                    } else {
+                        tracing::info!(filters = self.subscriptions.len(), "subscribed");
+                    }
+                    self.state.set_broker(|b| b.subscribed = true);
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let now = now_ms();
+                    let watched = publish.qos == QoS::AtMostOnce;
+                    if watched || !self.watch_all {
+                        self.state.observe_topic(&publish.topic, &publish.payload, now);
+                    }
+                    if watched && self.watch_all {
+                        metrics::counter!("bridge_messages_received_total", "route" => "watch", "outcome" => "watched")
+                            .increment(1);
+                        continue;
+                    }
+                    let Some(tx) = &ingest else { continue };
+                    // Waiting here is waiting on our own ingest, never on the client.
+                    if tx.send(publish).await.is_err() {
+                        ingest = None;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let chain = error_chain(&e);
+                    let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                    metrics::counter!("bridge_mqtt_reconnects_total").increment(1);
+                    self.state.set_broker(|b| {
+                        b.connected = false;
+                        b.subscribed = false;
+                        b.reconnects += 1;
+                        b.last_error = Some(chain.clone());
+                    });
+                    tracing::warn!(error = %chain, retry_in_ms = delay.as_millis() as u64, "broker connection lost");
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+            metrics::gauge!("bridge_mqtt_connected").set(f64::from(u8::from(self.state.broker_connected())));
+        }
+        drop(ingest);
+        self.disconnect().await;
+    }
+
+    /// Sends the queued acks and a clean DISCONNECT, briefly.
+    async fn disconnect(mut self) {
+        let status = status_topic(&self.client_id);
+        let _ = self.client.try_publish(status, QoS::AtLeastOnce, true, "offline");
+        let _ = self.client.try_disconnect();
+        let drain = async {
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+        self.state.set_broker(|b| {
+            b.connected = false;
+            b.subscribed = false;
+        });
+        tracing::info!("broker disconnected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_map_to_their_transport() {
+        init_crypto();
+        let ws = BrokerUrl::parse("ws://127.0.0.1:9001/mqtt").unwrap();
+        assert_eq!((ws.scheme, ws.port, ws.host.as_str()), (Scheme::Ws, 9001, "127.0.0.1"));
+        assert!(matches!(ws.transport(None), Transport::Ws));
+        let wss = BrokerUrl::parse("wss://broker.up.railway.app/mqtt").unwrap();
+        assert_eq!(wss.port, 443);
+        assert!(matches!(wss.transport(None), Transport::Wss(_)));
+        assert!(matches!(BrokerUrl::parse("mqtt://h").unwrap().transport(None), Transport::Tcp));
+        assert_eq!(BrokerUrl::parse("mqtts://h").unwrap().port, 8883);
+        assert!(matches!(BrokerUrl::parse("mqtts://h").unwrap().transport(None), Transport::Tls(_)));
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        for (url, want) in [
+            ("http://h:9001", "unsupported scheme"),
+            ("ws://user:pw@h/mqtt", "credentials"),
+            ("mqtt://h:1883/x", "no path"),
+            ("nonsense", "not a URL"),
+        ] {
+            let err = BrokerUrl::parse(url).unwrap_err();
+            assert!(err.contains(want), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn shared_group_prefixes_forwarded_filters_only() {
+        let mut cfg = MqttConfig::default();
+        cfg.shared_group = "bridges".into();
+        let subs = subscriptions(&cfg, &["ati/+/status".into()]);
+        assert_eq!(subs[0], ("$share/bridges/ati/+/status".to_string(), QoS::AtLeastOnce));
+        assert_eq!(subs[1], ("#".to_string(), QoS::AtMostOnce));
+    }
+}

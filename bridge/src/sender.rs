@@ -1,0 +1,256 @@
+//! The sender: drains the outbox to Twinzo, per login, in order.
+//!
+//! A login's batch goes when it holds `batch.max_size` records or its oldest is
+//! `batch.max_age_ms` old. Each login has at most one request in flight, so its records reach
+//! Twinzo in the order they were received. Device mode sends one request per login
+//! (`max_concurrent_requests` at once); API-key mode puts up to 50 ready logins in one batch
+//! call. A failed batch stays in the outbox and its login waits out a backoff: exponential
+//! from `retry.min_delay_ms` to `retry.max_delay_ms`, with full jitter (a uniform draw between
+//! the minimum and the current step), or the server's `Retry-After` when longer. Retries never
+//! end by count: records leave only when accepted, rejected into dead letters, or expired.
+//!
+//! On shutdown it sends everything due at once and stops when nothing is left or `hard_stop`
+//! fires; unsent records stay in the outbox for the next start.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AuthMode, Config};
+use crate::devices::Directory;
+use crate::outbox::{DeadLetter, Outbox, Pending};
+use crate::state::State;
+use crate::twinzo::client::now_ms;
+use crate::twinzo::{Delivery, Location, Twinzo};
+use crate::Backoff;
+
+/// Logins per API-key batch call.
+const LOGINS_PER_BATCH: usize = 50;
+
+type Batch = (String, Vec<(u64, Pending)>);
+type Done = Vec<(Batch, Delivery)>;
+
+struct Waiting {
+    until: Instant,
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+}
+
+pub struct Sender {
+    pub outbox: Arc<Outbox>,
+    pub twinzo: Arc<Twinzo>,
+    pub directory: Arc<Directory>,
+    pub state: Arc<State>,
+    pub wake: Arc<Notify>,
+    pub batch_size: usize,
+    pub max_age_ms: i64,
+    pub max_concurrent: usize,
+    pub backoff: Backoff,
+    pub expire_after_ms: Option<i64>,
+    pub payload_cap: usize,
+}
+
+impl Sender {
+    pub fn new(config: &Config, outbox: Arc<Outbox>, twinzo: Arc<Twinzo>, directory: Arc<Directory>, state: Arc<State>, wake: Arc<Notify>) -> Self {
+        Sender {
+            outbox,
+            twinzo,
+            directory,
+            state,
+            wake,
+            batch_size: config.batch.max_size,
+            max_age_ms: config.batch.max_age_ms as i64,
+            max_concurrent: config.twinzo.max_concurrent_requests,
+            backoff: Backoff::from(&config.retry),
+            expire_after_ms: (config.outbox.max_age_secs > 0).then(|| config.outbox.max_age_secs as i64 * 1000),
+            payload_cap: config.outbox.dead_letter_payload_cap,
+        }
+    }
+
+    /// Runs until `drain` fired and the outbox is empty, or `hard_stop` fired.
+    pub async fn run(self, drain: CancellationToken, hard_stop: CancellationToken) {
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut waiting: HashMap<String, Waiting> = HashMap::new();
+        let mut requests: JoinSet<Done> = JoinSet::new();
+        let mut next_expiry = Instant::now();
+
+        loop {
+            let draining = drain.is_cancelled();
+            if draining && requests.is_empty() && self.outbox.stats().records == 0 {
+                break;
+            }
+            let now = Instant::now();
+
+            if let Some(max_age) = self.expire_after_ms.filter(|_| now >= next_expiry) {
+                next_expiry = now + Duration::from_secs(5);
+                self.expire(max_age).await;
+            }
+
+            if requests.len() < self.max_concurrent {
+                let skip = |login: &str| busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now);
+                let ready = self.outbox.ready(now_ms(), self.batch_size, self.max_age_ms, draining, skip);
+                self.launch(ready, &mut busy, &mut requests);
+            }
+            let skip = |login: &str| busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now);
+
+            let due = self
+                .outbox
+                .next_due_ms(self.max_age_ms, skip)
+                .map(|at| Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64));
+            let retry = waiting.values().map(|w| w.until.saturating_duration_since(now)).min();
+            let nap = [due, retry, Some(Duration::from_secs(1))].into_iter().flatten().min().unwrap_or_default();
+            // A request slot must free before more can go; don't spin while all are taken.
+            let nap = if requests.len() >= self.max_concurrent { Duration::from_secs(60) } else { nap };
+
+            tokio::select! {
+                biased;
+                () = hard_stop.cancelled() => break,
+                Some(done) = requests.join_next(), if !requests.is_empty() => {
+                    if let Ok(done) = done {
+                        for ((login, records), delivery) in done {
+                            busy.remove(&login);
+                            self.settle(&login, records, delivery, &mut waiting).await;
+                        }
+                    }
+                }
+                () = self.wake.notified() => {}
+                () = drain.cancelled(), if !draining => {}
+                () = tokio::time::sleep(nap.max(Duration::from_millis(1))) => {}
+            }
+        }
+        let left = self.outbox.stats().records;
+        tracing::info!(records_kept = left, "sender stopped");
+    }
+
+    /// Starts requests for ready logins, within the concurrency limit.
+    fn launch(&self, ready: Vec<String>, busy: &mut HashSet<String>, requests: &mut JoinSet<Done>) {
+        let per_request = match self.twinzo.mode() {
+            AuthMode::Device => 1,
+            AuthMode::ApiKey => LOGINS_PER_BATCH,
+        };
+        let slots = self.max_concurrent.saturating_sub(requests.len());
+        let mut batches: Vec<Batch> = Vec::new();
+        for login in ready.into_iter().take(slots * per_request) {
+            match self.outbox.peek(&login, self.batch_size) {
+                Ok(records) if !records.is_empty() => {
+                    busy.insert(login.clone());
+                    batches.push((login, records));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %crate::error_chain(&e), "outbox read failed"),
+            }
+        }
+        for chunk in batches.chunks(per_request) {
+            let chunk = chunk.to_vec();
+            let twinzo = self.twinzo.clone();
+            let directory = self.directory.clone();
+            requests.spawn(async move {
+                let deliveries = match twinzo.mode() {
+                    AuthMode::Device => {
+                        let (login, records) = &chunk[0];
+                        let locations: Vec<Location> = records.iter().map(|(_, p)| p.location.clone()).collect();
+                        vec![twinzo.send_device(login, directory.password(login), &locations).await]
+                    }
+                    AuthMode::ApiKey => {
+                        let groups: Vec<(String, Vec<Location>)> = chunk
+                            .iter()
+                            .map(|(login, records)| {
+                                (login.clone(), records.iter().map(|(_, p)| p.location.clone()).collect())
+                            })
+                            .collect();
+                        twinzo.send_batch(&groups).await
+                    }
+                };
+                chunk.into_iter().zip(deliveries).collect()
+            });
+        }
+    }
+
+    /// Applies one login's delivery to the outbox and its backoff.
+    async fn settle(&self, login: &str, records: Vec<(u64, Pending)>, delivery: Delivery, waiting: &mut HashMap<String, Waiting>) {
+        let now = now_ms();
+        let c = &self.state.counters;
+        let n = records.len() as u64;
+        let (delivered, rejected): (Vec<u64>, Vec<(u64, DeadLetter)>) = match delivery {
+            Delivery::Accepted { rejected } => {
+                waiting.remove(login);
+                self.state.set_twinzo(true, None);
+                let refused: HashMap<i64, String> = rejected.into_iter().collect();
+                let mut ok = Vec::new();
+                let mut bad = Vec::new();
+                for (seq, p) in records {
+                    match refused.get(&p.location.timestamp) {
+                        Some(why) => bad.push((seq, self.letter(&p, "twinzo_rejected", why.clone(), now))),
+                        None => ok.push(seq),
+                    }
+                }
+                (ok, bad)
+            }
+            Delivery::Retry { after, reason } => {
+                c.retried.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("bridge_records_retried_total").increment(n);
+                let entry = waiting.entry(login.to_string()).or_insert_with(|| Waiting {
+                    until: Instant::now(),
+                    delays: Box::new(self.backoff.delays()),
+                });
+                let step = entry.delays.next().unwrap_or(self.backoff.max);
+                let delay = after.map_or(step, |a| a.max(step));
+                entry.until = Instant::now() + delay;
+                if !self.twinzo.reachable() {
+                    self.state.set_twinzo(false, Some(reason.clone()));
+                }
+                self.state.record_error("twinzo", format!("{login}: {reason}"), now);
+                tracing::warn!(login, records = n, reason = %reason, retry_in_ms = delay.as_millis() as u64, "twinzo delivery failed; will retry");
+                return;
+            }
+            Delivery::Reject { code, reason } => {
+                waiting.remove(login);
+                tracing::error!(login, records = n, code, reason = %reason, "twinzo rejected records; moved to dead letters");
+                self.state.record_error("twinzo", format!("{login}: {reason}"), now);
+                let bad = records.iter().map(|(seq, p)| (*seq, self.letter(p, code, reason.clone(), now))).collect();
+                (Vec::new(), bad)
+            }
+        };
+
+        let (ok, bad) = (delivered.len() as u64, rejected.len() as u64);
+        c.delivered.fetch_add(ok, Ordering::Relaxed);
+        c.rejected.fetch_add(bad, Ordering::Relaxed);
+        metrics::counter!("bridge_records_forwarded_total").increment(ok);
+        metrics::counter!("bridge_records_rejected_total").increment(bad);
+        metrics::counter!("bridge_records_dead_lettered_total", "reason" => "rejected").increment(bad);
+        let outbox = self.outbox.clone();
+        let login = login.to_string();
+        let stored = tokio::task::spawn_blocking(move || outbox.finish(&login, &delivered, rejected)).await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %crate::error_chain(&e), "outbox update failed; records may be sent again");
+            }
+            Err(e) => tracing::error!(error = %e, "outbox update task failed; records may be sent again"),
+        }
+    }
+
+    fn letter(&self, p: &Pending, code: &str, detail: String, now: i64) -> DeadLetter {
+        DeadLetter::new(&p.topic, p.payload.as_bytes(), code, detail, self.payload_cap, now)
+    }
+
+    async fn expire(&self, max_age_ms: i64) {
+        let outbox = self.outbox.clone();
+        let cap = self.payload_cap;
+        let now = now_ms();
+        match tokio::task::spawn_blocking(move || outbox.expire(now - max_age_ms, now, cap)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => {
+                self.state.counters.dead_lettered.fetch_add(n as u64, Ordering::Relaxed);
+                metrics::counter!("bridge_records_dead_lettered_total", "reason" => "expired").increment(n as u64);
+                tracing::error!(records = n, "records expired before delivery; moved to dead letters");
+            }
+            Ok(Err(e)) => tracing::error!(error = %crate::error_chain(&e), "outbox expiry failed"),
+            Err(e) => tracing::error!(error = %e, "outbox expiry task failed"),
+        }
+    }
+}
