@@ -56,7 +56,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let twinzo = Arc::new(Twinzo::new(&config.twinzo)?);
     let ingest = Ingest::new(&config, directory.clone(), state.clone());
     let subscriptions = mqtt::subscriptions(&config.mqtt, &ingest.filters());
-    let options = mqtt::options(&config.mqtt, &config.mqtt.client_id).map_err(anyhow::Error::msg)?;
+    let options =
+        mqtt::options(&config.mqtt, &config.mqtt.client_id).map_err(anyhow::Error::msg)?;
     let (client, eventloop) = rumqttc::AsyncClient::new(options, 4096);
 
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
@@ -69,7 +70,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let http_task = {
         let stop = http_stop.clone();
         tokio::spawn(async move {
-            axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
         })
     };
 
@@ -80,7 +83,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         client: client.clone(),
         eventloop,
         subscriptions,
-        watch_all: config.mqtt.watch_all,
+        forward_filters: ingest.filters(),
         client_id: config.mqtt.client_id.clone(),
         state: state.clone(),
         backoff: Backoff::RECONNECT,
@@ -99,11 +102,23 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let ingest_stop = shutdown.child_token();
     let ingest_handle = tokio::spawn(ingest_task.run(rx, ingest_stop.clone()));
 
-    let sender = Sender::new(&config, outbox.clone(), twinzo.clone(), directory.clone(), state.clone(), wake);
+    let sender = Sender::new(
+        &config,
+        outbox.clone(),
+        twinzo.clone(),
+        directory.clone(),
+        state.clone(),
+        wake,
+    );
     let hard_stop = CancellationToken::new();
     let sender_handle = tokio::spawn(sender.run(shutdown.clone(), hard_stop.clone()));
 
-    let probe = tokio::spawn(probe_twinzo(twinzo, directory, state.clone(), shutdown.clone()));
+    let probe = tokio::spawn(probe_twinzo(
+        twinzo,
+        directory,
+        state.clone(),
+        shutdown.clone(),
+    ));
     let grace = Duration::from_secs(config.shutdown.grace_secs);
 
     let done = tokio::spawn(async move {
@@ -138,7 +153,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Ok(())
     });
 
-    Ok(Running { http_addr, state, done })
+    Ok(Running {
+        http_addr,
+        state,
+        done,
+    })
 }
 
 /// Runs until `shutdown` fires.
@@ -150,13 +169,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// Checks Twinzo credentials at start and every 30 s while they have not worked, so `/ready`
 /// tells a bad password or API key before robots move. In device mode without a device table
 /// there is no login to try: the first delivery decides.
-async fn probe_twinzo(twinzo: Arc<Twinzo>, directory: Arc<Directory>, state: Arc<State>, stop: CancellationToken) {
+async fn probe_twinzo(
+    twinzo: Arc<Twinzo>,
+    directory: Arc<Directory>,
+    state: Arc<State>,
+    stop: CancellationToken,
+) {
     let login = directory.configured_logins().into_iter().next();
     loop {
         if !state.twinzo_ok.load(std::sync::atomic::Ordering::Relaxed) {
             let result = match (twinzo.mode(), &login) {
                 (AuthMode::ApiKey, _) => Some(twinzo.check_api_key().await),
-                (AuthMode::Device, Some(login)) => Some(twinzo.check_login(login, directory.password(login)).await),
+                (AuthMode::Device, Some(login)) => {
+                    Some(twinzo.check_login(login, directory.password(login)).await)
+                }
                 (AuthMode::Device, None) => None,
             };
             match result {
@@ -171,7 +197,13 @@ async fn probe_twinzo(twinzo: Arc<Twinzo>, directory: Arc<Directory>, state: Arc
                 }
                 None => {
                     if !state.twinzo_ok.load(std::sync::atomic::Ordering::Relaxed) {
-                        state.set_twinzo(false, Some("waiting for the first delivery (no device configured to probe)".into()));
+                        state.set_twinzo(
+                            false,
+                            Some(
+                                "waiting for the first delivery (no device configured to probe)"
+                                    .into(),
+                            ),
+                        );
                     }
                 }
             }

@@ -50,13 +50,21 @@ async fn subscribe_once(config: &Config) -> Result<String, String> {
     let mut options = crate::mqtt::options(&config.mqtt, &client_id)?;
     options.set_clean_session(true).set_manual_acks(false);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let ingest = Ingest::new(config, std::sync::Arc::new(Directory::new(config)), State::new(0));
+    let ingest = Ingest::new(
+        config,
+        std::sync::Arc::new(Directory::new(config)),
+        State::new(0),
+    );
     let subs = crate::mqtt::subscriptions(&config.mqtt, &ingest.filters());
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                let filters = subs.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q));
-                client.try_subscribe_many(filters).map_err(|e| e.to_string())?;
+                let filters = subs
+                    .iter()
+                    .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q));
+                client
+                    .try_subscribe_many(filters)
+                    .map_err(|e| e.to_string())?;
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 let refused: Vec<&str> = subs
@@ -67,7 +75,11 @@ async fn subscribe_once(config: &Config) -> Result<String, String> {
                     .collect();
                 let _ = client.try_disconnect();
                 return if refused.is_empty() {
-                    Ok(format!("logged in as {:?}, subscribed to {} filters", config.mqtt.username, subs.len()))
+                    Ok(format!(
+                        "logged in as {:?}, subscribed to {} filters",
+                        config.mqtt.username,
+                        subs.len()
+                    ))
                 } else {
                     Err(format!("subscriptions refused: {}", refused.join(", ")))
                 };
@@ -81,19 +93,33 @@ async fn subscribe_once(config: &Config) -> Result<String, String> {
 async fn twinzo(config: &Config) -> Vec<Step> {
     let client = match Twinzo::new(&config.twinzo) {
         Ok(c) => c,
-        Err(e) => return vec![Step { name: "twinzo".into(), result: Err(crate::error_chain(&e)) }],
+        Err(e) => {
+            return vec![Step {
+                name: "twinzo".into(),
+                result: Err(crate::error_chain(&e)),
+            }]
+        }
     };
     match config.twinzo.auth {
         AuthMode::ApiKey => {
-            let result = client.check_api_key().await.map(|()| "API key accepted".to_string());
-            vec![Step { name: format!("twinzo {}", config.twinzo.base_url), result: result.map_err(|e| e.to_string()) }]
+            let result = client
+                .check_api_key()
+                .await
+                .map(|()| "API key accepted".to_string());
+            vec![Step {
+                name: format!("twinzo {}", config.twinzo.base_url),
+                result: result.map_err(|e| e.to_string()),
+            }]
         }
         AuthMode::Device => {
             let directory = Directory::new(config);
             let logins = directory.configured_logins();
             if logins.is_empty() {
                 let result = Err("no device in the device table to authenticate; add [[devices]] to check device mode".to_string());
-                return vec![Step { name: "twinzo login".into(), result }];
+                return vec![Step {
+                    name: "twinzo login".into(),
+                    result,
+                }];
             }
             let mut steps = Vec::new();
             for login in logins {
@@ -102,7 +128,10 @@ async fn twinzo(config: &Config) -> Vec<Step> {
                     .await
                     .map(|()| "authenticated".to_string())
                     .map_err(|e| e.to_string());
-                steps.push(Step { name: format!("twinzo login {login}"), result });
+                steps.push(Step {
+                    name: format!("twinzo login {login}"),
+                    result,
+                });
             }
             steps
         }

@@ -125,7 +125,9 @@ pub struct AtiConfig {
 
 impl Default for AtiConfig {
     fn default() -> Self {
-        AtiConfig { timestamp: TimestampSource::Payload }
+        AtiConfig {
+            timestamp: TimestampSource::Payload,
+        }
     }
 }
 
@@ -278,7 +280,14 @@ impl SectorConfig {
                 let scale = self.scale.unwrap_or(1000.0);
                 let [tx, ty] = self.offset_mm.unwrap_or([0.0, 0.0]);
                 let d = if self.flip_y { -scale } else { scale };
-                Affine { a: scale, b: 0.0, c: 0.0, d, tx, ty }
+                Affine {
+                    a: scale,
+                    b: 0.0,
+                    c: 0.0,
+                    d,
+                    tx,
+                    ty,
+                }
             }
         }
     }
@@ -300,7 +309,12 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_size: 50, max_age_ms: 1000, min_interval_ms: 0, moving_threshold_m: 0.05 }
+        BatchConfig {
+            max_size: 50,
+            max_age_ms: 1000,
+            min_interval_ms: 0,
+            moving_threshold_m: 0.05,
+        }
     }
 }
 
@@ -314,7 +328,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { min_delay_ms: 200, max_delay_ms: 30_000, factor: 2.0 }
+        RetryConfig {
+            min_delay_ms: 200,
+            max_delay_ms: 30_000,
+            factor: 2.0,
+        }
     }
 }
 
@@ -359,7 +377,10 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".into(), auth_token: Secret::default() }
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            auth_token: Secret::default(),
+        }
     }
 }
 
@@ -380,7 +401,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -417,7 +441,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"****\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"****\""
+        })
     }
 }
 
@@ -469,7 +497,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config error: {} ({}): {}", self.key, self.origin, self.message)
+        write!(
+            f,
+            "config error: {} ({}): {}",
+            self.key, self.origin, self.message
+        )
     }
 }
 
@@ -503,13 +535,17 @@ impl Config {
         }
         // Railway gives the HTTP port as PORT; an explicit BRIDGE_HTTP__LISTEN wins.
         if let Some(port) = env.get("PORT") {
-            figment = figment.merge(Serialized::default("http.listen", format!("0.0.0.0:{port}")));
+            figment = figment.merge(Serialized::default(
+                "http.listen",
+                format!("0.0.0.0:{port}"),
+            ));
         }
-        let vars: Vec<(String, String)> =
-            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let vars: Vec<(String, String)> = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         figment = figment.merge(bridge_env(vars));
 
-        let config: Config = figment.extract().map_err(|e| figment_problems(&figment, e))?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| figment_problems(&figment, e))?;
         let problems = config.problems(&|key| origin_of(&figment, key));
         if problems.is_empty() {
             Ok(config)
@@ -522,7 +558,11 @@ impl Config {
     fn problems(&self, origin: &dyn Fn(&str) -> String) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |key: &str, message: String| {
-            out.push(Problem { key: key.into(), origin: origin(key), message });
+            out.push(Problem {
+                key: key.into(),
+                origin: origin(key),
+                message,
+            });
         };
 
         match BrokerUrl::parse(&self.mqtt.url) {
@@ -533,7 +573,10 @@ impl Config {
             Err(e) => bad("mqtt.url", e.to_string()),
         }
         if self.mqtt.username.is_empty() {
-            bad("mqtt.username", "required (the broker has no anonymous access)".into());
+            bad(
+                "mqtt.username",
+                "required (the broker has no anonymous access)".into(),
+            );
         }
         if self.mqtt.password.is_empty() {
             bad("mqtt.password", "required".into());
@@ -545,10 +588,16 @@ impl Config {
             bad("mqtt.max_packet_bytes", "must be at least 1024".into());
         }
         if self.mqtt.shared_group.contains(['/', '+', '#']) {
-            bad("mqtt.shared_group", "must not contain '/', '+' or '#'".into());
+            bad(
+                "mqtt.shared_group",
+                "must not contain '/', '+' or '#'".into(),
+            );
         }
         if !self.mqtt.default_routes && self.routes.is_empty() {
-            bad("routes", "no topic is forwarded: enable mqtt.default_routes or add routes".into());
+            bad(
+                "routes",
+                "no topic is forwarded: enable mqtt.default_routes or add routes".into(),
+            );
         }
         for (i, route) in self.routes.iter().enumerate() {
             if let Err(e) = crate::route::validate_filter(&route.filter) {
@@ -556,12 +605,18 @@ impl Config {
             }
             match (&route.format, &route.fields) {
                 (Format::Fields, None) => {
-                    bad(&format!("routes[{i}].fields"), "required for format \"fields\"".into());
+                    bad(
+                        &format!("routes[{i}].fields"),
+                        "required for format \"fields\"".into(),
+                    );
                 }
                 (Format::Fields, Some(map)) => {
                     for (name, ptr) in map.pointers() {
                         if !(ptr.is_empty() || ptr.starts_with('/')) {
-                            bad(&format!("routes[{i}].fields.{name}"), "not a JSON pointer".into());
+                            bad(
+                                &format!("routes[{i}].fields.{name}"),
+                                "not a JSON pointer".into(),
+                            );
                         }
                     }
                     if map.device.is_none() && route.device_from_topic.is_none() {
@@ -577,7 +632,10 @@ impl Config {
 
         match url::Url::parse(&self.twinzo.base_url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-            Ok(_) => bad("twinzo.base_url", "must be an http:// or https:// URL".into()),
+            Ok(_) => bad(
+                "twinzo.base_url",
+                "must be an http:// or https:// URL".into(),
+            ),
             Err(e) => bad("twinzo.base_url", format!("not a URL: {e}")),
         }
         match self.twinzo.auth {
@@ -605,7 +663,10 @@ impl Config {
                         &self.twinzo.branch_guid
                     };
                     if uuid::Uuid::parse_str(v).is_err() {
-                        bad(&format!("twinzo.{key}"), "required in api_key mode, a GUID".into());
+                        bad(
+                            &format!("twinzo.{key}"),
+                            "required in api_key mode, a GUID".into(),
+                        );
                     }
                 }
             }
@@ -615,13 +676,19 @@ impl Config {
             && (self.devices.iter().any(|d| d.sector_id.is_none())
                 || self.twinzo.unknown_devices == UnknownDevices::Forward)
         {
-            bad("twinzo.sector_id", "required unless every device has its own sector".into());
+            bad(
+                "twinzo.sector_id",
+                "required unless every device has its own sector".into(),
+            );
         }
         if self.twinzo.request_timeout_secs == 0 {
             bad("twinzo.request_timeout_secs", "must be at least 1".into());
         }
         if self.twinzo.max_concurrent_requests == 0 {
-            bad("twinzo.max_concurrent_requests", "must be at least 1".into());
+            bad(
+                "twinzo.max_concurrent_requests",
+                "must be at least 1".into(),
+            );
         }
         let mut seen = std::collections::HashSet::new();
         for (i, d) in self.devices.iter().enumerate() {
@@ -629,18 +696,29 @@ impl Config {
                 bad(&format!("devices[{i}].id"), "must not be empty".into());
             }
             if !seen.insert(d.id.as_str()) {
-                bad(&format!("devices[{i}].id"), format!("duplicate device {:?}", d.id));
+                bad(
+                    &format!("devices[{i}].id"),
+                    format!("duplicate device {:?}", d.id),
+                );
             }
         }
         for (i, s) in self.sectors.iter().enumerate() {
             if sector_ids.iter().filter(|&&id| id == s.id).count() > 1 {
-                bad(&format!("sectors[{i}].id"), format!("duplicate sector {}", s.id));
+                bad(
+                    &format!("sectors[{i}].id"),
+                    format!("duplicate sector {}", s.id),
+                );
             }
             let t = s.affine();
-            if [t.a, t.b, t.c, t.d, t.tx, t.ty].iter().any(|v| !v.is_finite())
+            if [t.a, t.b, t.c, t.d, t.tx, t.ty]
+                .iter()
+                .any(|v| !v.is_finite())
                 || (t.a * t.d - t.b * t.c).abs() < 1e-9
             {
-                bad(&format!("sectors[{i}].transform"), "must be finite and invertible".into());
+                bad(
+                    &format!("sectors[{i}].transform"),
+                    "must be finite and invertible".into(),
+                );
             }
         }
 
@@ -648,10 +726,16 @@ impl Config {
             bad("batch.max_size", "must be 1 to 1000".into());
         }
         if !(self.batch.moving_threshold_m.is_finite() && self.batch.moving_threshold_m >= 0.0) {
-            bad("batch.moving_threshold_m", "must be a non-negative number".into());
+            bad(
+                "batch.moving_threshold_m",
+                "must be a non-negative number".into(),
+            );
         }
         if self.retry.min_delay_ms == 0 || self.retry.max_delay_ms < self.retry.min_delay_ms {
-            bad("retry.max_delay_ms", "need 0 < min_delay_ms <= max_delay_ms".into());
+            bad(
+                "retry.max_delay_ms",
+                "need 0 < min_delay_ms <= max_delay_ms".into(),
+            );
         }
         if !(self.retry.factor >= 1.0 && self.retry.factor.is_finite()) {
             bad("retry.factor", "must be at least 1".into());
@@ -698,7 +782,11 @@ impl Config {
             self.twinzo.api_key.expose(),
             self.http.auth_token.expose(),
         ];
-        all.extend(self.devices.iter().filter_map(|d| d.password.as_ref().map(Secret::expose)));
+        all.extend(
+            self.devices
+                .iter()
+                .filter_map(|d| d.password.as_ref().map(Secret::expose)),
+        );
         all.retain(|s| !s.is_empty());
         all
     }
@@ -718,7 +806,11 @@ impl FieldMap {
             ("mode", &self.mode),
             ("error", &self.error),
         ];
-        all.extend(optional.iter().filter_map(|(n, p)| p.as_deref().map(|p| (*n, p))));
+        all.extend(
+            optional
+                .iter()
+                .filter_map(|(n, p)| p.as_deref().map(|p| (*n, p))),
+        );
         all
     }
 }
@@ -736,11 +828,15 @@ impl figment::Provider for EnvSnapshot {
         figment::Metadata::named("environment variable")
     }
 
-    fn data(&self) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
         use figment::value::{Dict, Value};
         let mut root = Dict::new();
         for (name, value) in &self.0 {
-            let Some(rest) = name.strip_prefix("BRIDGE_") else { continue };
+            let Some(rest) = name.strip_prefix("BRIDGE_") else {
+                continue;
+            };
             if rest.is_empty() || rest == "CONFIG" {
                 continue;
             }
@@ -760,7 +856,9 @@ fn insert_path(dict: &mut figment::value::Dict, path: &[String], value: figment:
             dict.insert(last.clone(), value);
         }
         [head, rest @ ..] => {
-            let entry = dict.entry(head.clone()).or_insert_with(|| Value::from(Dict::new()));
+            let entry = dict
+                .entry(head.clone())
+                .or_insert_with(|| Value::from(Dict::new()));
             if let Value::Dict(_, inner) = entry {
                 insert_path(inner, rest, value);
             }
@@ -795,12 +893,20 @@ fn figment_problems(figment: &Figment, err: figment::Error) -> ConfigError {
     let problems = err
         .into_iter()
         .map(|e| {
-            let key = if e.path.is_empty() { "(root)".to_string() } else { e.path.join(".") };
+            let key = if e.path.is_empty() {
+                "(root)".to_string()
+            } else {
+                e.path.join(".")
+            };
             let origin = match &e.metadata {
                 Some(meta) => describe_origin(Some(meta), &key),
                 None => origin_of(figment, &key),
             };
-            Problem { key, origin, message: e.kind.to_string() }
+            Problem {
+                key,
+                origin,
+                message: e.kind.to_string(),
+            }
         })
         .collect();
     ConfigError(problems)

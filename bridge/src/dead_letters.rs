@@ -16,9 +16,14 @@ use crate::twinzo::client::now_ms;
 /// Prints one line per dead letter.
 pub fn list(outbox: &Outbox, after: u64, limit: usize) -> anyhow::Result<String> {
     let letters = outbox.dead_letters(after, limit)?;
-    let mut out = format!("{:>8}  {:<24}  {:<16}  {:<32}  detail\n", "id", "at (UTC)", "reason", "topic");
+    let mut out = format!(
+        "{:>8}  {:<24}  {:<16}  {:<32}  detail\n",
+        "id", "at (UTC)", "reason", "topic"
+    );
     for l in &letters {
-        let at = chrono::DateTime::from_timestamp_millis(l.at_ms).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+        let at = chrono::DateTime::from_timestamp_millis(l.at_ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
         out.push_str(&format!(
             "{:>8}  {:<24}  {:<16}  {:<32}  {}\n",
             l.id,
@@ -28,7 +33,11 @@ pub fn list(outbox: &Outbox, after: u64, limit: usize) -> anyhow::Result<String>
             crate::normalize::truncate(&l.detail, 80)
         ));
     }
-    out.push_str(&format!("{} shown, {} in store\n", letters.len(), outbox.stats().dead_letters));
+    out.push_str(&format!(
+        "{} shown, {} in store\n",
+        letters.len(),
+        outbox.stats().dead_letters
+    ));
     Ok(out)
 }
 
@@ -53,7 +62,9 @@ pub fn replay(outbox: &Outbox, config: &Config, ids: &[u64]) -> anyhow::Result<R
     let letters: Vec<DeadLetter> = if ids.is_empty() {
         outbox.dead_letters(0, usize::MAX)?
     } else {
-        ids.iter().filter_map(|id| outbox.dead_letter(*id).transpose()).collect::<Result<_, _>>()?
+        ids.iter()
+            .filter_map(|id| outbox.dead_letter(*id).transpose())
+            .collect::<Result<_, _>>()?
     };
     let directory = std::sync::Arc::new(Directory::new(config));
     let mut ingest = Ingest::new(config, directory, State::new(0));
@@ -64,7 +75,10 @@ pub fn replay(outbox: &Outbox, config: &Config, ids: &[u64]) -> anyhow::Result<R
         match ingest.prepare(&letter.topic, letter.payload.as_bytes(), now) {
             // A replay must not be taken for a redelivery: give it a key of its own.
             Prepared::Entry(Entry::Record { pending, key }) => {
-                entries.push(Entry::Record { pending, key: format!("replay:{}:{key}", letter.id) });
+                entries.push(Entry::Record {
+                    pending,
+                    key: format!("replay:{}:{key}", letter.id),
+                });
                 done.queued += 1;
             }
             Prepared::Entry(dead @ Entry::Dead(_)) => {

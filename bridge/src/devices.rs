@@ -30,7 +30,8 @@ pub struct Directory {
 
 impl Directory {
     pub fn new(config: &Config) -> Self {
-        let sectors: HashMap<i32, Affine> = config.sectors.iter().map(|s| (s.id, s.affine())).collect();
+        let sectors: HashMap<i32, Affine> =
+            config.sectors.iter().map(|s| (s.id, s.affine())).collect();
         let transform = |id: i32| sectors.get(&id).copied().unwrap_or(Affine::METRES_TO_MM);
         let default_sector = config.twinzo.sector_id;
         let mut devices = HashMap::new();
@@ -42,7 +43,14 @@ impl Directory {
             if let Some(p) = &d.password {
                 passwords.insert(login.clone(), p.clone());
             }
-            devices.insert(d.id.clone(), Target { login, sector_id, transform: transform(sector_id) });
+            devices.insert(
+                d.id.clone(),
+                Target {
+                    login,
+                    sector_id,
+                    transform: transform(sector_id),
+                },
+            );
         }
         Directory {
             devices,
@@ -63,7 +71,11 @@ impl Directory {
             (UnknownDevices::Forward, Some(sector_id)) => Some(Target {
                 login: device.to_string(),
                 sector_id,
-                transform: self.sectors.get(&sector_id).copied().unwrap_or(Affine::METRES_TO_MM),
+                transform: self
+                    .sectors
+                    .get(&sector_id)
+                    .copied()
+                    .unwrap_or(Affine::METRES_TO_MM),
             }),
             _ => None,
         }
@@ -99,7 +111,13 @@ mod tests {
             sector_id: Some(2),
             password: Some(Secret::new("own-password-1234")),
         });
-        c.sectors.push(SectorConfig { id: 2, transform: None, scale: None, flip_y: true, offset_mm: Some([0.0, 30_000.0]) });
+        c.sectors.push(SectorConfig {
+            id: 2,
+            transform: None,
+            scale: None,
+            flip_y: true,
+            offset_mm: Some([0.0, 30_000.0]),
+        });
         c
     }
 
@@ -116,7 +134,10 @@ mod tests {
     fn unknown_device_follows_the_policy() {
         let forward = Directory::new(&config(UnknownDevices::Forward));
         let t = forward.target("sim-07").unwrap();
-        assert_eq!((t.login.as_str(), t.sector_id, t.transform), ("sim-07", 1, Affine::METRES_TO_MM));
+        assert_eq!(
+            (t.login.as_str(), t.sector_id, t.transform),
+            ("sim-07", 1, Affine::METRES_TO_MM)
+        );
         assert_eq!(forward.password("sim-07").expose(), "default-password-123");
 
         let reject = Directory::new(&config(UnknownDevices::Reject));

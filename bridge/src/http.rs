@@ -44,7 +44,9 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+            let buckets = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
@@ -68,7 +70,10 @@ pub fn router(state: Arc<State>, token: Secret) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
         .route("/api/events", get(events))
-        .layer(middleware::from_fn_with_state(shared.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/live", get(|| async { "live\n" }))
         .route("/ready", get(ready))
@@ -77,11 +82,21 @@ pub fn router(state: Arc<State>, token: Secret) -> Router {
 }
 
 async fn require_token(Extract(shared): Extract<Shared>, request: Request, next: Next) -> Response {
-    if shared.token.is_empty() || presented_token(request.headers(), request.uri().query()) == Some(shared.token.expose().to_string()) {
+    if shared.token.is_empty()
+        || presented_token(request.headers(), request.uri().query())
+            == Some(shared.token.expose().to_string())
+    {
         return next.run(request).await;
     }
-    let mut response = (StatusCode::UNAUTHORIZED, "unauthorized: set Authorization: Bearer <http.auth_token>\n").into_response();
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: set Authorization: Bearer <http.auth_token>\n",
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
     response
 }
 
@@ -92,18 +107,29 @@ fn presented_token(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_string);
     let from_query = query.and_then(|q| {
-        url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
     });
-    let from_cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).and_then(|cookies| {
-        cookies.split(';').find_map(|c| c.trim().strip_prefix("bridge_token=").map(str::to_string))
-    });
+    let from_cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|cookies| {
+            cookies
+                .split(';')
+                .find_map(|c| c.trim().strip_prefix("bridge_token=").map(str::to_string))
+        });
     bearer.or(from_query).or(from_cookie)
 }
 
 async fn ready(Extract(shared): Extract<Shared>) -> Response {
     match shared.state.not_ready() {
         None => (StatusCode::OK, "ready\n").into_response(),
-        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -120,7 +146,9 @@ async fn metrics(Extract(shared): Extract<Shared>) -> Response {
     let outbox = &snap.outbox;
     metrics::gauge!("bridge_outbox_records").set(outbox.records as f64);
     metrics::gauge!("bridge_outbox_bytes").set(outbox.bytes as f64);
-    let oldest = outbox.oldest_enqueued_ms.map_or(0.0, |t| (snap.now_ms - t).max(0) as f64 / 1000.0);
+    let oldest = outbox
+        .oldest_enqueued_ms
+        .map_or(0.0, |t| (snap.now_ms - t).max(0) as f64 / 1000.0);
     metrics::gauge!("bridge_outbox_oldest_age_seconds").set(oldest);
     metrics::gauge!("bridge_dead_letters").set(outbox.dead_letters as f64);
     metrics::gauge!("bridge_mqtt_connected").set(f64::from(u8::from(snap.broker.connected)));
@@ -128,17 +156,26 @@ async fn metrics(Extract(shared): Extract<Shared>) -> Response {
     metrics::gauge!("bridge_backpressure").set(f64::from(u8::from(snap.backpressure)));
     let handle = metrics_handle();
     handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+        .into_response()
 }
 
-async fn events(Extract(shared): Extract<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(
+    Extract(shared): Extract<Shared>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let state = shared.state.clone();
     let stream = futures_util::stream::unfold((state, true), |(state, first)| async move {
         if !first {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let snapshot = state.snapshot(now_ms());
-        let event = Event::default().event("status").json_data(&snapshot).unwrap_or_else(|_| Event::default());
+        let event = Event::default()
+            .event("status")
+            .json_data(&snapshot)
+            .unwrap_or_else(|_| Event::default());
         Some((Ok(event), (state, false)))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())

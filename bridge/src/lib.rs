@@ -62,8 +62,11 @@ pub struct Backoff {
 
 impl Backoff {
     /// For reconnecting to the broker.
-    pub const RECONNECT: Backoff =
-        Backoff { min: Duration::from_millis(500), max: Duration::from_secs(30), factor: 2.0 };
+    pub const RECONNECT: Backoff = Backoff {
+        min: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+        factor: 2.0,
+    };
 
     /// Endless delays: each a uniform draw between `min` and the current exponential step
     /// (backon computes the steps), so many clients do not retry in lockstep and none retries
@@ -102,10 +105,17 @@ mod tests {
 
     #[test]
     fn backoff_grows_stays_within_bounds_and_never_ends() {
-        let b = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(2), factor: 2.0 };
+        let b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            factor: 2.0,
+        };
         let delays: Vec<Duration> = b.delays().take(50).collect();
         assert_eq!(delays.len(), 50);
-        assert!(delays.iter().all(|d| *d >= b.min && *d <= b.max), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d >= b.min && *d <= b.max),
+            "{delays:?}"
+        );
         // With full jitter the late delays spread over [min, max]; their mean is well above min.
         let late: Duration = delays[20..].iter().sum::<Duration>() / 30;
         assert!(late > Duration::from_millis(400), "{late:?}");
@@ -114,7 +124,13 @@ mod tests {
     #[test]
     fn error_chain_joins_sources_once() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-        let outer = crate::outbox::OutboxError::Dir { path: "/x".into(), source: io };
-        assert_eq!(error_chain(&outer), "cannot create the outbox directory /x: connection refused");
+        let outer = crate::outbox::OutboxError::Dir {
+            path: "/x".into(),
+            source: io,
+        };
+        assert_eq!(
+            error_chain(&outer),
+            "cannot create the outbox directory /x: connection refused"
+        );
     }
 }

@@ -10,7 +10,11 @@ use twinzo_bridge::config::{Config, LogFormat, EXIT_BAD_CONFIG};
 use twinzo_bridge::{app, calibrate, check, dead_letters, outbox::Outbox, simulate, stub};
 
 #[derive(Parser)]
-#[command(name = "twinzo-bridge", version, about = "ATI robot telemetry from MQTT into Twinzo")]
+#[command(
+    name = "twinzo-bridge",
+    version,
+    about = "ATI robot telemetry from MQTT into Twinzo"
+)]
 struct Cli {
     /// TOML configuration file (exact path); BRIDGE_... variables override it.
     #[arg(long, global = true, env = "BRIDGE_CONFIG")]
@@ -97,7 +101,11 @@ fn main() -> ExitCode {
             init_logging(config.log.format, "warn");
             let steps = runtime.block_on(check::run(&config));
             steps.iter().for_each(|s| println!("{s}"));
-            Ok(if steps.iter().all(|s| s.result.is_ok()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if steps.iter().all(|s| s.result.is_ok()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Stub(args) => {
             init_logging(LogFormat::Text, "info");
@@ -114,7 +122,11 @@ fn main() -> ExitCode {
                 tokio::spawn(on_signal(shutdown.clone()));
                 let report = simulate::run(args, shutdown).await?;
                 println!("{report}");
-                Ok(if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+                Ok(if report.failed == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
             })
         }
         Command::Calibrate(args) => calibrate::run(&args).map(|report| {
@@ -138,11 +150,16 @@ fn main() -> ExitCode {
 fn dead_letter_command(config: &Config, command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
     let outbox = Outbox::open(&config.outbox.path, config.outbox.dedup_window_secs)?;
     match command {
-        DeadLetterCommand::List { after, limit } => print!("{}", dead_letters::list(&outbox, after, limit)?),
+        DeadLetterCommand::List { after, limit } => {
+            print!("{}", dead_letters::list(&outbox, after, limit)?)
+        }
         DeadLetterCommand::Show { id } => println!("{}", dead_letters::show(&outbox, id)?),
         DeadLetterCommand::Replay { ids } => {
             let r = dead_letters::replay(&outbox, config, &ids)?;
-            println!("replayed: {} queued, {} failed again, {} skipped", r.queued, r.failed_again, r.skipped);
+            println!(
+                "replayed: {} queued, {} failed again, {} skipped",
+                r.queued, r.failed_again, r.skipped
+            );
         }
         DeadLetterCommand::Purge { ids, all } => {
             anyhow::ensure!(all || !ids.is_empty(), "name dead letter ids, or --all");
@@ -156,7 +173,11 @@ fn dead_letter_command(config: &Config, command: DeadLetterCommand) -> anyhow::R
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),

@@ -6,17 +6,19 @@
 //! from the `#` watch subscription itself, re-subscribes when the broker lost our session, and
 //! sleeps with jittered exponential backoff between failed connection attempts.
 //!
-//! Overlapping subscriptions: Mosquitto delivers a message once per matching subscription, so a
-//! robot status arrives twice, at QoS 1 through `ati/+/status` and at QoS 0 through `#`. With
-//! the watch on, QoS 0 deliveries are watched only and QoS 1 deliveries are forwarded, so each
-//! message is forwarded once. The cost: a publisher that sends QoS 0 to a forwarded topic is
-//! watched but not forwarded while `mqtt.watch_all` is on; robots must publish at QoS 1 (the
-//! onboarding sheet says so, and QoS 0 could not survive a restart anyway).
+//! Overlapping subscriptions: a robot status matches both `ati/+/status` (QoS 1) and the `#`
+//! watch (QoS 0). Mosquitto 2.0 delivers such a message once, at the highest QoS granted, so
+//! every delivery is counted for the topic explorer once and forwarded when its topic matches
+//! a forwarded route, whatever its QoS. A broker that delivers one copy per subscription
+//! instead (the MQTT 3.1.1 alternative) produces two identical copies; the outbox drops the
+//! second as a duplicate of the first (same message id, or same login and time).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -51,18 +53,30 @@ impl BrokerUrl {
             "wss" => (Scheme::Wss, 443),
             "mqtt" | "tcp" => (Scheme::Mqtt, 1883),
             "mqtts" | "ssl" => (Scheme::Mqtts, 8883),
-            other => return Err(format!("unsupported scheme {other:?}: use ws, wss, mqtt or mqtts")),
+            other => {
+                return Err(format!(
+                    "unsupported scheme {other:?}: use ws, wss, mqtt or mqtts"
+                ))
+            }
         };
-        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("the URL has no host")?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("the URL has no host")?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("put credentials in mqtt.username and mqtt.password, not in the URL".into());
+            return Err(
+                "put credentials in mqtt.username and mqtt.password, not in the URL".into(),
+            );
         }
         if matches!(scheme, Scheme::Mqtt | Scheme::Mqtts) && !matches!(url.path(), "" | "/") {
             return Err("mqtt:// and mqtts:// URLs have no path".into());
         }
         Ok(BrokerUrl {
             scheme,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port: url.port().unwrap_or(default_port),
             full: s.to_string(),
         })
@@ -76,7 +90,11 @@ impl BrokerUrl {
     /// `wss://` URL in clear text.
     pub fn transport(&self, ca: Option<Vec<u8>>) -> Transport {
         let tls = || match ca.clone() {
-            Some(ca) => rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: None },
+            Some(ca) => rumqttc::TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth: None,
+            },
             None => rumqttc::TlsConfiguration::default(),
         };
         match self.scheme {
@@ -116,7 +134,9 @@ pub fn options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, String>
         Scheme::Mqtt | Scheme::Mqtts => url.host.clone(),
     };
     let ca = match &cfg.ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|e| format!("cannot read mqtt.ca_file: {e}"))?),
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read mqtt.ca_file: {e}"))?)
+        }
         None => None,
     };
     let mut options = MqttOptions::new(client_id, host, url.port);
@@ -129,7 +149,12 @@ pub fn options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, String>
         .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
         .set_request_channel_capacity(4096)
         .set_inflight(100)
-        .set_last_will(LastWill::new(status_topic(client_id), "offline", QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(
+            status_topic(client_id),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
     Ok(options)
 }
 
@@ -157,7 +182,8 @@ pub struct Poller {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub subscriptions: Vec<(String, QoS)>,
-    pub watch_all: bool,
+    /// The forwarded filters (without any `$share/` prefix).
+    pub forward_filters: Vec<String>,
     pub client_id: String,
     pub state: Arc<State>,
     pub backoff: Backoff,
@@ -179,11 +205,15 @@ impl Poller {
                     tracing::info!(session_present = ack.session_present, "broker connected");
                     let status = status_topic(&self.client_id);
                     // try_ calls only: this task must never wait on the client.
-                    let _ = self.client.try_publish(status, QoS::AtLeastOnce, true, "online");
+                    let _ = self
+                        .client
+                        .try_publish(status, QoS::AtLeastOnce, true, "online");
                     let restore = !ack.session_present;
                     if restore {
                         if let Err(e) = self.client.try_subscribe_many(
-                            self.subscriptions.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q)),
+                            self.subscriptions
+                                .iter()
+                                .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), *q)),
                         ) {
                             tracing::warn!(error = %e, "subscribe request not queued");
                         }
@@ -202,19 +232,25 @@ impl Poller {
                         .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                         .count();
                     if refused > 0 {
-                        tracing::error!(refused, "broker refused subscriptions; check the bridge ACL");
+                        tracing::error!(
+                            refused,
+                            "broker refused subscriptions; check the bridge ACL"
+                        );
                     } else {
                         tracing::info!(filters = self.subscriptions.len(), "subscribed");
                     }
                     self.state.set_broker(|b| b.subscribed = true);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let now = now_ms();
-                    let watched = publish.qos == QoS::AtMostOnce;
-                    if watched || !self.watch_all {
-                        self.state.observe_topic(&publish.topic, &publish.payload, now);
-                    }
-                    if watched && self.watch_all {
+                    self.state
+                        .observe_topic(&publish.topic, &publish.payload, now_ms());
+                    let forwarded = self
+                        .forward_filters
+                        .iter()
+                        .any(|f| crate::route::matches(f, &publish.topic));
+                    // QoS 1 deliveries go to the ingest even when not forwarded (a filter left in
+                    // our durable session by an older config): acks must follow receive order.
+                    if !forwarded && publish.qos == QoS::AtMostOnce {
                         metrics::counter!("bridge_messages_received_total", "route" => "watch", "outcome" => "watched")
                             .increment(1);
                         continue;
@@ -243,7 +279,8 @@ impl Poller {
                     }
                 }
             }
-            metrics::gauge!("bridge_mqtt_connected").set(f64::from(u8::from(self.state.broker_connected())));
+            metrics::gauge!("bridge_mqtt_connected")
+                .set(f64::from(u8::from(self.state.broker_connected())));
         }
         drop(ingest);
         self.disconnect().await;
@@ -252,7 +289,9 @@ impl Poller {
     /// Sends the queued acks and a clean DISCONNECT, briefly.
     async fn disconnect(mut self) {
         let status = status_topic(&self.client_id);
-        let _ = self.client.try_publish(status, QoS::AtLeastOnce, true, "offline");
+        let _ = self
+            .client
+            .try_publish(status, QoS::AtLeastOnce, true, "offline");
         let _ = self.client.try_disconnect();
         let drain = async {
             loop {
@@ -279,14 +318,23 @@ mod tests {
     fn urls_map_to_their_transport() {
         init_crypto();
         let ws = BrokerUrl::parse("ws://127.0.0.1:9001/mqtt").unwrap();
-        assert_eq!((ws.scheme, ws.port, ws.host.as_str()), (Scheme::Ws, 9001, "127.0.0.1"));
+        assert_eq!(
+            (ws.scheme, ws.port, ws.host.as_str()),
+            (Scheme::Ws, 9001, "127.0.0.1")
+        );
         assert!(matches!(ws.transport(None), Transport::Ws));
         let wss = BrokerUrl::parse("wss://broker.up.railway.app/mqtt").unwrap();
         assert_eq!(wss.port, 443);
         assert!(matches!(wss.transport(None), Transport::Wss(_)));
-        assert!(matches!(BrokerUrl::parse("mqtt://h").unwrap().transport(None), Transport::Tcp));
+        assert!(matches!(
+            BrokerUrl::parse("mqtt://h").unwrap().transport(None),
+            Transport::Tcp
+        ));
         assert_eq!(BrokerUrl::parse("mqtts://h").unwrap().port, 8883);
-        assert!(matches!(BrokerUrl::parse("mqtts://h").unwrap().transport(None), Transport::Tls(_)));
+        assert!(matches!(
+            BrokerUrl::parse("mqtts://h").unwrap().transport(None),
+            Transport::Tls(_)
+        ));
     }
 
     #[test]
@@ -307,7 +355,10 @@ mod tests {
         let mut cfg = MqttConfig::default();
         cfg.shared_group = "bridges".into();
         let subs = subscriptions(&cfg, &["ati/+/status".into()]);
-        assert_eq!(subs[0], ("$share/bridges/ati/+/status".to_string(), QoS::AtLeastOnce));
+        assert_eq!(
+            subs[0],
+            ("$share/bridges/ati/+/status".to_string(), QoS::AtLeastOnce)
+        );
         assert_eq!(subs[1], ("#".to_string(), QoS::AtMostOnce));
     }
 }

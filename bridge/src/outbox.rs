@@ -41,9 +41,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
     #[error("cannot open the outbox at {path}")]
-    Open { path: String, source: redb::DatabaseError },
+    Open {
+        path: String,
+        source: redb::DatabaseError,
+    },
     #[error("cannot create the outbox directory {path}")]
-    Dir { path: String, source: std::io::Error },
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("outbox storage error")]
     Storage(#[from] redb::Error),
     #[error("outbox record is corrupt")]
@@ -59,7 +65,12 @@ macro_rules! storage_from {
         }
     )*};
 }
-storage_from!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+storage_from!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// A record waiting for Twinzo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +100,14 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(topic: &str, payload: &[u8], reason: &str, detail: String, cap: usize, at_ms: i64) -> Self {
+    pub fn new(
+        topic: &str,
+        payload: &[u8],
+        reason: &str,
+        detail: String,
+        cap: usize,
+        at_ms: i64,
+    ) -> Self {
         let shown = &payload[..payload.len().min(cap)];
         DeadLetter {
             id: 0,
@@ -150,11 +168,15 @@ impl Outbox {
     /// Opens (or creates) the store and rebuilds the in-memory index from it.
     pub fn open(path: &Path, dedup_window_secs: u64) -> Result<Outbox, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| OutboxError::Dir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| OutboxError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
-        let db = Database::create(path)
-            .map_err(|source| OutboxError::Open { path: path.display().to_string(), source })?;
+        let db = Database::create(path).map_err(|source| OutboxError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
         let tx = db.begin_write()?;
         let mut index = Index::default();
         {
@@ -164,7 +186,11 @@ impl Outbox {
                 let (login, seq) = key.value();
                 let record: Pending = serde_json::from_slice(value.value())?;
                 let size = value.value().len() as u32;
-                index.logins.entry(login.to_string()).or_default().push_back((seq, record.enqueued_at_ms, size));
+                index
+                    .logins
+                    .entry(login.to_string())
+                    .or_default()
+                    .push_back((seq, record.enqueued_at_ms, size));
                 index.records += 1;
                 index.bytes += u64::from(size);
                 index.next_seq = index.next_seq.max(seq + 1);
@@ -175,13 +201,19 @@ impl Outbox {
                 index.next_seq = index.next_seq.max(row.0.value() + 1);
             }
             let meta = tx.open_table(META)?;
-            index.next_seq = index.next_seq.max(meta.get("next_seq")?.map_or(0, |v| v.value()));
+            index.next_seq = index
+                .next_seq
+                .max(meta.get("next_seq")?.map_or(0, |v| v.value()));
             let order = tx.open_table(SEEN_ORDER)?;
             index.newest_seen_ms = order.last()?.map_or(0, |row| row.0.value().0);
             tx.open_table(SEEN)?;
         }
         tx.commit()?;
-        Ok(Outbox { db, index: Mutex::new(index), dedup_window_ms: dedup_window_secs * 1000 })
+        Ok(Outbox {
+            db,
+            index: Mutex::new(index),
+            dedup_window_ms: dedup_window_secs * 1000,
+        })
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -207,7 +239,10 @@ impl Outbox {
             let mut dead = tx.open_table(DEAD)?;
             for entry in entries {
                 match entry {
-                    Entry::Record { pending: record, key } => {
+                    Entry::Record {
+                        pending: record,
+                        key,
+                    } => {
                         if seen.get(key.as_str())?.is_some() {
                             done.duplicates += 1;
                             continue;
@@ -216,7 +251,12 @@ impl Outbox {
                         order.insert((now, key.as_str()), ())?;
                         let bytes = serde_json::to_vec(&record)?;
                         pending.insert((record.login.as_str(), seq), bytes.as_slice())?;
-                        added.push((record.login.clone(), seq, record.enqueued_at_ms, bytes.len() as u32));
+                        added.push((
+                            record.login.clone(),
+                            seq,
+                            record.enqueued_at_ms,
+                            bytes.len() as u32,
+                        ));
                         seq += 1;
                         done.stored += 1;
                     }
@@ -237,7 +277,11 @@ impl Outbox {
         index.newest_seen_ms = index.newest_seen_ms.max(now);
         index.dead += done.dead as u64;
         for (login, seq, at, size) in added {
-            index.logins.entry(login).or_default().push_back((seq, at, size));
+            index
+                .logins
+                .entry(login)
+                .or_default()
+                .push_back((seq, at, size));
             index.records += 1;
             index.bytes += u64::from(size);
         }
@@ -254,7 +298,9 @@ impl Outbox {
         let cutoff = newest.saturating_sub(self.dedup_window_ms);
         // Bounded per commit so one commit never pays for a long backlog of expiries.
         for _ in 0..1024 {
-            let Some((key, _)) = order.first()? else { break };
+            let Some((key, _)) = order.first()? else {
+                break;
+            };
             let (at, name) = key.value();
             if at >= cutoff {
                 break;
@@ -280,7 +326,12 @@ impl Outbox {
     }
 
     /// Removes a login's delivered records and moves its rejected ones to dead letters.
-    pub fn finish(&self, login: &str, delivered: &[u64], rejected: Vec<(u64, DeadLetter)>) -> Result<(), OutboxError> {
+    pub fn finish(
+        &self,
+        login: &str,
+        delivered: &[u64],
+        rejected: Vec<(u64, DeadLetter)>,
+    ) -> Result<(), OutboxError> {
         let mut index = self.index();
         let mut seq = index.next_seq;
         let mut tx = self.db.begin_write()?;
@@ -303,8 +354,11 @@ impl Outbox {
 
         index.next_seq = seq;
         index.dead += rejected.len() as u64;
-        let gone: std::collections::HashSet<u64> =
-            delivered.iter().copied().chain(rejected.iter().map(|(s, _)| *s)).collect();
+        let gone: std::collections::HashSet<u64> = delivered
+            .iter()
+            .copied()
+            .chain(rejected.iter().map(|(s, _)| *s))
+            .collect();
         let mut freed = 0u64;
         let mut removed = 0u64;
         if let Some(queue) = index.logins.get_mut(login) {
@@ -327,14 +381,24 @@ impl Outbox {
 
     /// Logins whose batch should go now: at least `batch` records, or the oldest at least
     /// `max_age_ms` old, or any records at all when `force`. `skip` excludes busy logins.
-    pub fn ready(&self, now_ms: i64, batch: usize, max_age_ms: i64, force: bool, skip: impl Fn(&str) -> bool) -> Vec<String> {
+    pub fn ready(
+        &self,
+        now_ms: i64,
+        batch: usize,
+        max_age_ms: i64,
+        force: bool,
+        skip: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
         let index = self.index();
         index
             .logins
             .iter()
             .filter(|(login, q)| {
                 !skip(login)
-                    && (force || q.len() >= batch || q.front().is_some_and(|(_, at, _)| now_ms - at >= max_age_ms))
+                    && (force
+                        || q.len() >= batch
+                        || q.front()
+                            .is_some_and(|(_, at, _)| now_ms - at >= max_age_ms))
             })
             .map(|(login, _)| login.clone())
             .collect()
@@ -352,14 +416,23 @@ impl Outbox {
     }
 
     /// Moves records enqueued before `cutoff_ms` to dead letters with reason `expired`.
-    pub fn expire(&self, cutoff_ms: i64, now_ms: i64, payload_cap: usize) -> Result<usize, OutboxError> {
+    pub fn expire(
+        &self,
+        cutoff_ms: i64,
+        now_ms: i64,
+        payload_cap: usize,
+    ) -> Result<usize, OutboxError> {
         let due: Vec<(String, Vec<u64>)> = {
             let index = self.index();
             index
                 .logins
                 .iter()
                 .map(|(login, q)| {
-                    let old = q.iter().take_while(|(_, at, _)| *at < cutoff_ms).map(|(s, _, _)| *s).collect();
+                    let old = q
+                        .iter()
+                        .take_while(|(_, at, _)| *at < cutoff_ms)
+                        .map(|(s, _, _)| *s)
+                        .collect();
                     (login.clone(), old)
                 })
                 .filter(|(_, old): &(String, Vec<u64>)| !old.is_empty())
@@ -372,8 +445,21 @@ impl Outbox {
                 .into_iter()
                 .filter(|(s, _)| seqs.contains(s))
                 .map(|(s, p)| {
-                    let detail = format!("not delivered within outbox.max_age_secs (enqueued at {})", p.enqueued_at_ms);
-                    (s, DeadLetter::new(&p.topic, p.payload.as_bytes(), "expired", detail, payload_cap, now_ms))
+                    let detail = format!(
+                        "not delivered within outbox.max_age_secs (enqueued at {})",
+                        p.enqueued_at_ms
+                    );
+                    (
+                        s,
+                        DeadLetter::new(
+                            &p.topic,
+                            p.payload.as_bytes(),
+                            "expired",
+                            detail,
+                            payload_cap,
+                            now_ms,
+                        ),
+                    )
                 })
                 .collect::<Vec<_>>();
             total += letters.len();
@@ -387,7 +473,11 @@ impl Outbox {
         OutboxStats {
             records: index.records,
             bytes: index.bytes,
-            oldest_enqueued_ms: index.logins.values().filter_map(|q| q.front().map(|(_, at, _)| *at)).min(),
+            oldest_enqueued_ms: index
+                .logins
+                .values()
+                .filter_map(|q| q.front().map(|(_, at, _)| *at))
+                .min(),
             dead_letters: index.dead,
             logins: index.logins.len(),
         }

@@ -85,12 +85,23 @@ impl Ingest {
 
     /// Reads one message; the first matching route wins, so a message is forwarded once.
     pub fn prepare(&mut self, topic: &str, payload: &[u8], now: i64) -> Prepared {
-        let Some((route, reader)) = self.routes.iter().find(|(r, _)| route::matches(&r.filter, topic)) else {
+        let Some((route, reader)) = self
+            .routes
+            .iter()
+            .find(|(r, _)| route::matches(&r.filter, topic))
+        else {
             return Prepared::NotRouted;
         };
         let label = route.filter.clone();
         let dead = |code: &str, detail: String| {
-            Prepared::Entry(Entry::Dead(DeadLetter::new(topic, payload, code, detail, self.payload_cap, now)))
+            Prepared::Entry(Entry::Dead(DeadLetter::new(
+                topic,
+                payload,
+                code,
+                detail,
+                self.payload_cap,
+                now,
+            )))
         };
         let record = match reader.read(topic, payload, now) {
             Ok(Outcome::Record(r)) => r,
@@ -106,7 +117,10 @@ impl Ingest {
         };
         let Some(target) = self.directory.target(&record.device) else {
             count(&label, "unknown_device");
-            return dead("unknown_device", format!("device {:?} is not in the device table", record.device));
+            return dead(
+                "unknown_device",
+                format!("device {:?} is not in the device table", record.device),
+            );
         };
 
         let location = self.locate(&record, &target);
@@ -120,9 +134,14 @@ impl Ingest {
         }
         self.last.insert(
             record.device.clone(),
-            Memory { x: record.x, y: record.y, forwarded_at_ms: record.measured_at_ms },
+            Memory {
+                x: record.x,
+                y: record.y,
+                forwarded_at_ms: record.measured_at_ms,
+            },
         );
-        self.state.observe_robot(&record, &target.login, &location, now);
+        self.state
+            .observe_robot(&record, &target.login, &location, now);
         count(&label, "accepted");
 
         let key = match &record.message_id {
@@ -137,15 +156,20 @@ impl Ingest {
             payload: String::from_utf8_lossy(payload).into_owned(),
             enqueued_at_ms: now,
         };
-        Prepared::Entry(Entry::Record { pending: Box::new(pending), key })
+        Prepared::Entry(Entry::Record {
+            pending: Box::new(pending),
+            key,
+        })
     }
 
     fn locate(&self, record: &Record, target: &crate::devices::Target) -> Location {
         let (x, y) = target.transform.apply(record.x, record.y);
-        let moving = record.moving.unwrap_or_else(|| match self.last.get(&record.device) {
-            Some(m) => (record.x - m.x).hypot(record.y - m.y) > self.moving_threshold_m,
-            None => false,
-        });
+        let moving = record
+            .moving
+            .unwrap_or_else(|| match self.last.get(&record.device) {
+                Some(m) => (record.x - m.x).hypot(record.y - m.y) > self.moving_threshold_m,
+                None => false,
+            });
         Location {
             timestamp: record.measured_at_ms,
             sector_id: target.sector_id,
@@ -211,7 +235,10 @@ impl IngestTask {
         let mut warned = false;
         while self.outbox.stats().records >= self.max_records {
             if !warned {
-                tracing::warn!(limit = self.max_records, "outbox full; holding acknowledgements");
+                tracing::warn!(
+                    limit = self.max_records,
+                    "outbox full; holding acknowledgements"
+                );
                 warned = true;
             }
             self.state.backpressure.store(true, Ordering::Relaxed);
@@ -247,9 +274,12 @@ impl IngestTask {
         match result {
             Ok(Ok(done)) => {
                 c.accepted.fetch_add(done.stored as u64, Ordering::Relaxed);
-                c.duplicates.fetch_add(done.duplicates as u64, Ordering::Relaxed);
-                c.dead_lettered.fetch_add(done.dead as u64, Ordering::Relaxed);
-                metrics::counter!("bridge_records_deduplicated_total").increment(done.duplicates as u64);
+                c.duplicates
+                    .fetch_add(done.duplicates as u64, Ordering::Relaxed);
+                c.dead_lettered
+                    .fetch_add(done.dead as u64, Ordering::Relaxed);
+                metrics::counter!("bridge_records_deduplicated_total")
+                    .increment(done.duplicates as u64);
                 metrics::counter!("bridge_records_dead_lettered_total", "reason" => "malformed")
                     .increment(done.dead as u64);
                 if done.stored > 0 {

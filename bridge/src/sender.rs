@@ -55,7 +55,14 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(config: &Config, outbox: Arc<Outbox>, twinzo: Arc<Twinzo>, directory: Arc<Directory>, state: Arc<State>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        config: &Config,
+        outbox: Arc<Outbox>,
+        twinzo: Arc<Twinzo>,
+        directory: Arc<Directory>,
+        state: Arc<State>,
+        wake: Arc<Notify>,
+    ) -> Self {
         Sender {
             outbox,
             twinzo,
@@ -66,7 +73,8 @@ impl Sender {
             max_age_ms: config.batch.max_age_ms as i64,
             max_concurrent: config.twinzo.max_concurrent_requests,
             backoff: Backoff::from(&config.retry),
-            expire_after_ms: (config.outbox.max_age_secs > 0).then(|| config.outbox.max_age_secs as i64 * 1000),
+            expire_after_ms: (config.outbox.max_age_secs > 0)
+                .then(|| config.outbox.max_age_secs as i64 * 1000),
             payload_cap: config.outbox.dead_letter_payload_cap,
         }
     }
@@ -91,20 +99,37 @@ impl Sender {
             }
 
             if requests.len() < self.max_concurrent {
-                let skip = |login: &str| busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now);
-                let ready = self.outbox.ready(now_ms(), self.batch_size, self.max_age_ms, draining, skip);
+                let skip = |login: &str| {
+                    busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now)
+                };
+                let ready =
+                    self.outbox
+                        .ready(now_ms(), self.batch_size, self.max_age_ms, draining, skip);
                 self.launch(ready, &mut busy, &mut requests);
             }
-            let skip = |login: &str| busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now);
+            let skip = |login: &str| {
+                busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now)
+            };
 
             let due = self
                 .outbox
                 .next_due_ms(self.max_age_ms, skip)
                 .map(|at| Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64));
-            let retry = waiting.values().map(|w| w.until.saturating_duration_since(now)).min();
-            let nap = [due, retry, Some(Duration::from_secs(1))].into_iter().flatten().min().unwrap_or_default();
+            let retry = waiting
+                .values()
+                .map(|w| w.until.saturating_duration_since(now))
+                .min();
+            let nap = [due, retry, Some(Duration::from_secs(1))]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_default();
             // A request slot must free before more can go; don't spin while all are taken.
-            let nap = if requests.len() >= self.max_concurrent { Duration::from_secs(60) } else { nap };
+            let nap = if requests.len() >= self.max_concurrent {
+                Duration::from_secs(60)
+            } else {
+                nap
+            };
 
             tokio::select! {
                 biased;
@@ -152,14 +177,22 @@ impl Sender {
                 let deliveries = match twinzo.mode() {
                     AuthMode::Device => {
                         let (login, records) = &chunk[0];
-                        let locations: Vec<Location> = records.iter().map(|(_, p)| p.location.clone()).collect();
-                        vec![twinzo.send_device(login, directory.password(login), &locations).await]
+                        let locations: Vec<Location> =
+                            records.iter().map(|(_, p)| p.location.clone()).collect();
+                        vec![
+                            twinzo
+                                .send_device(login, directory.password(login), &locations)
+                                .await,
+                        ]
                     }
                     AuthMode::ApiKey => {
                         let groups: Vec<(String, Vec<Location>)> = chunk
                             .iter()
                             .map(|(login, records)| {
-                                (login.clone(), records.iter().map(|(_, p)| p.location.clone()).collect())
+                                (
+                                    login.clone(),
+                                    records.iter().map(|(_, p)| p.location.clone()).collect(),
+                                )
                             })
                             .collect();
                         twinzo.send_batch(&groups).await
@@ -171,7 +204,13 @@ impl Sender {
     }
 
     /// Applies one login's delivery to the outbox and its backoff.
-    async fn settle(&self, login: &str, records: Vec<(u64, Pending)>, delivery: Delivery, waiting: &mut HashMap<String, Waiting>) {
+    async fn settle(
+        &self,
+        login: &str,
+        records: Vec<(u64, Pending)>,
+        delivery: Delivery,
+        waiting: &mut HashMap<String, Waiting>,
+    ) {
         let now = now_ms();
         let c = &self.state.counters;
         let n = records.len() as u64;
@@ -184,7 +223,9 @@ impl Sender {
                 let mut bad = Vec::new();
                 for (seq, p) in records {
                     match refused.get(&p.location.timestamp) {
-                        Some(why) => bad.push((seq, self.letter(&p, "twinzo_rejected", why.clone(), now))),
+                        Some(why) => {
+                            bad.push((seq, self.letter(&p, "twinzo_rejected", why.clone(), now)))
+                        }
                         None => ok.push(seq),
                     }
                 }
@@ -203,15 +244,20 @@ impl Sender {
                 if !self.twinzo.reachable() {
                     self.state.set_twinzo(false, Some(reason.clone()));
                 }
-                self.state.record_error("twinzo", format!("{login}: {reason}"), now);
+                self.state
+                    .record_error("twinzo", format!("{login}: {reason}"), now);
                 tracing::warn!(login, records = n, reason = %reason, retry_in_ms = delay.as_millis() as u64, "twinzo delivery failed; will retry");
                 return;
             }
             Delivery::Reject { code, reason } => {
                 waiting.remove(login);
                 tracing::error!(login, records = n, code, reason = %reason, "twinzo rejected records; moved to dead letters");
-                self.state.record_error("twinzo", format!("{login}: {reason}"), now);
-                let bad = records.iter().map(|(seq, p)| (*seq, self.letter(p, code, reason.clone(), now))).collect();
+                self.state
+                    .record_error("twinzo", format!("{login}: {reason}"), now);
+                let bad = records
+                    .iter()
+                    .map(|(seq, p)| (*seq, self.letter(p, code, reason.clone(), now)))
+                    .collect();
                 (Vec::new(), bad)
             }
         };
@@ -221,21 +267,32 @@ impl Sender {
         c.rejected.fetch_add(bad, Ordering::Relaxed);
         metrics::counter!("bridge_records_forwarded_total").increment(ok);
         metrics::counter!("bridge_records_rejected_total").increment(bad);
-        metrics::counter!("bridge_records_dead_lettered_total", "reason" => "rejected").increment(bad);
+        metrics::counter!("bridge_records_dead_lettered_total", "reason" => "rejected")
+            .increment(bad);
         let outbox = self.outbox.clone();
         let login = login.to_string();
-        let stored = tokio::task::spawn_blocking(move || outbox.finish(&login, &delivered, rejected)).await;
+        let stored =
+            tokio::task::spawn_blocking(move || outbox.finish(&login, &delivered, rejected)).await;
         match stored {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %crate::error_chain(&e), "outbox update failed; records may be sent again");
             }
-            Err(e) => tracing::error!(error = %e, "outbox update task failed; records may be sent again"),
+            Err(e) => {
+                tracing::error!(error = %e, "outbox update task failed; records may be sent again")
+            }
         }
     }
 
     fn letter(&self, p: &Pending, code: &str, detail: String, now: i64) -> DeadLetter {
-        DeadLetter::new(&p.topic, p.payload.as_bytes(), code, detail, self.payload_cap, now)
+        DeadLetter::new(
+            &p.topic,
+            p.payload.as_bytes(),
+            code,
+            detail,
+            self.payload_cap,
+            now,
+        )
     }
 
     async fn expire(&self, max_age_ms: i64) {
@@ -245,9 +302,16 @@ impl Sender {
         match tokio::task::spawn_blocking(move || outbox.expire(now - max_age_ms, now, cap)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => {
-                self.state.counters.dead_lettered.fetch_add(n as u64, Ordering::Relaxed);
-                metrics::counter!("bridge_records_dead_lettered_total", "reason" => "expired").increment(n as u64);
-                tracing::error!(records = n, "records expired before delivery; moved to dead letters");
+                self.state
+                    .counters
+                    .dead_lettered
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                metrics::counter!("bridge_records_dead_lettered_total", "reason" => "expired")
+                    .increment(n as u64);
+                tracing::error!(
+                    records = n,
+                    "records expired before delivery; moved to dead letters"
+                );
             }
             Ok(Err(e)) => tracing::error!(error = %crate::error_chain(&e), "outbox expiry failed"),
             Err(e) => tracing::error!(error = %e, "outbox expiry task failed"),

@@ -175,14 +175,19 @@ impl State {
         if !broker.connected {
             return Some(format!(
                 "broker not connected{}",
-                broker.last_error.map(|e| format!(": {e}")).unwrap_or_default()
+                broker
+                    .last_error
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
             ));
         }
         if !broker.subscribed {
             return Some("broker connected, not yet subscribed".into());
         }
         if !self.twinzo_ok.load(Ordering::Relaxed) {
-            let why = lock(&self.twinzo_error).clone().unwrap_or_else(|| "not yet verified".into());
+            let why = lock(&self.twinzo_error)
+                .clone()
+                .unwrap_or_else(|| "not yet verified".into());
             return Some(format!("twinzo not reachable: {why}"));
         }
         None
@@ -193,7 +198,11 @@ impl State {
         if errors.len() == MAX_ERRORS {
             errors.pop_front();
         }
-        errors.push_back(ErrorEvent { at_ms: now_ms, kind: kind.into(), message });
+        errors.push_back(ErrorEvent {
+            at_ms: now_ms,
+            kind: kind.into(),
+            message,
+        });
     }
 
     /// Counts one message seen on the watch subscription.
@@ -212,7 +221,10 @@ impl State {
         });
         entry.count += 1;
         entry.last_seen_ms = now_ms;
-        entry.last_payload = truncate(&String::from_utf8_lossy(&payload[..payload.len().min(1024)]), 512);
+        entry.last_payload = truncate(
+            &String::from_utf8_lossy(&payload[..payload.len().min(1024)]),
+            512,
+        );
         if entry.recent.len() < 1000 {
             entry.recent.push_back(now_ms);
         }
@@ -224,24 +236,26 @@ impl State {
         if !robots.contains_key(&record.device) && robots.len() >= MAX_ROBOTS {
             return;
         }
-        let robot = robots.entry(record.device.clone()).or_insert_with(|| Robot {
-            device: record.device.clone(),
-            login: login.to_string(),
-            sector_id: location.sector_id,
-            x: 0.0,
-            y: 0.0,
-            twinzo_x: 0.0,
-            twinzo_y: 0.0,
-            heading: None,
-            battery: None,
-            moving: false,
-            mode: None,
-            error: None,
-            measured_at_ms: 0,
-            last_seen_ms: 0,
-            rate: 0.0,
-            recent: VecDeque::new(),
-        });
+        let robot = robots
+            .entry(record.device.clone())
+            .or_insert_with(|| Robot {
+                device: record.device.clone(),
+                login: login.to_string(),
+                sector_id: location.sector_id,
+                x: 0.0,
+                y: 0.0,
+                twinzo_x: 0.0,
+                twinzo_y: 0.0,
+                heading: None,
+                battery: None,
+                moving: false,
+                mode: None,
+                error: None,
+                measured_at_ms: 0,
+                last_seen_ms: 0,
+                rate: 0.0,
+                recent: VecDeque::new(),
+            });
         robot.login = login.to_string();
         robot.sector_id = location.sector_id;
         robot.x = record.x;
@@ -261,7 +275,10 @@ impl State {
     }
 
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
-        let outbox = lock(&self.outbox).as_ref().map(|o| o.stats()).unwrap_or_default();
+        let outbox = lock(&self.outbox)
+            .as_ref()
+            .map(|o| o.stats())
+            .unwrap_or_default();
         let robots = lock(&self.robots)
             .values_mut()
             .map(|r| {

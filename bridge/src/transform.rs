@@ -20,7 +20,14 @@ pub struct Affine {
 
 impl Affine {
     /// Metres to millimetres, no rotation, no flip.
-    pub const METRES_TO_MM: Affine = Affine { a: 1000.0, b: 0.0, c: 0.0, d: 1000.0, tx: 0.0, ty: 0.0 };
+    pub const METRES_TO_MM: Affine = Affine {
+        a: 1000.0,
+        b: 0.0,
+        c: 0.0,
+        d: 1000.0,
+        tx: 0.0,
+        ty: 0.0,
+    };
 
     /// Maps a robot position (metres) into sector millimetres.
     pub fn apply(&self, x: f64, y: f64) -> (f32, f32) {
@@ -47,14 +54,24 @@ mod tests {
 
     #[test]
     fn default_scales_metres_to_millimetres() {
-        assert_eq!(Affine::METRES_TO_MM.apply(12.5, 40.25), (12_500.0, 40_250.0));
+        assert_eq!(
+            Affine::METRES_TO_MM.apply(12.5, 40.25),
+            (12_500.0, 40_250.0)
+        );
         assert_eq!(Affine::METRES_TO_MM.apply_z(0.5), 500.0);
     }
 
     #[test]
     fn flip_and_offset_move_origin_to_top_left() {
         // A 30 m tall sector: robot y = 0 is the bottom edge, Twinzo Y = 30,000 mm.
-        let t = Affine { a: 1000.0, b: 0.0, c: 0.0, d: -1000.0, tx: 500.0, ty: 30_000.0 };
+        let t = Affine {
+            a: 1000.0,
+            b: 0.0,
+            c: 0.0,
+            d: -1000.0,
+            tx: 500.0,
+            ty: 30_000.0,
+        };
         assert_eq!(t.apply(0.0, 0.0), (500.0, 30_000.0));
         assert_eq!(t.apply(2.0, 30.0), (2_500.0, 0.0));
         assert_eq!(t.apply_z(1.0), 1000.0);
@@ -62,7 +79,14 @@ mod tests {
 
     #[test]
     fn rotation_by_ninety_degrees_swaps_axes() {
-        let t = Affine { a: 0.0, b: -1000.0, c: 1000.0, d: 0.0, tx: 0.0, ty: 0.0 };
+        let t = Affine {
+            a: 0.0,
+            b: -1000.0,
+            c: 1000.0,
+            d: 0.0,
+            tx: 0.0,
+            ty: 0.0,
+        };
         assert_eq!(t.apply(1.0, 2.0), (-2000.0, 1000.0));
     }
 

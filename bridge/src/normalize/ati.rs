@@ -8,8 +8,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    battery_percent, optional_bool, optional_number, optional_string, timestamp, Context, Malformed,
-    Outcome, Record,
+    battery_percent, optional_bool, optional_number, optional_string, timestamp, Context,
+    Malformed, Outcome, Record,
 };
 
 pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>) -> Result<Outcome, Malformed> {
@@ -35,9 +35,16 @@ pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>) -> Result<Outco
     for (i, v) in pose.iter().enumerate() {
         p[i] = super::number(Some(v), &format!("pose[{i}]"))?;
     }
-    let (x, y, z, heading) = if pose.len() == 3 { (p[0], p[1], 0.0, p[2]) } else { (p[0], p[1], p[2], p[5]) };
+    let (x, y, z, heading) = if pose.len() == 3 {
+        (p[0], p[1], 0.0, p[2])
+    } else {
+        (p[0], p[1], p[2], p[5])
+    };
 
-    let battery = battery_percent(optional_number(root.get("battery_status"), "battery_status")?);
+    let battery = battery_percent(optional_number(
+        root.get("battery_status"),
+        "battery_status",
+    )?);
     let mode = optional_string(root.get("mode"), "mode")?.map(|m| m.to_lowercase());
     let error = optional_string(root.get("error"), "error")?.filter(|e| !e.is_empty());
     let disabled = optional_bool(root.get("disabled"), "disabled")?.unwrap_or(false);
@@ -49,7 +56,8 @@ pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>) -> Result<Outco
         })
     });
     let payload_ms = timestamp(root.get("timestamp"), "timestamp")?;
-    let message_id = optional_string(root.get("message_id"), "message_id")?.filter(|m| !m.is_empty());
+    let message_id =
+        optional_string(root.get("message_id"), "message_id")?.filter(|m| !m.is_empty());
 
     Ok(Outcome::Record(Record {
         device,

@@ -9,7 +9,11 @@ use super::{
 };
 use crate::config::FieldMap;
 
-pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>, map: &FieldMap) -> Result<Outcome, Malformed> {
+pub(crate) fn read(
+    root: &Map<String, Value>,
+    ctx: &Context<'_>,
+    map: &FieldMap,
+) -> Result<Outcome, Malformed> {
     let root = Value::Object(root.clone());
     let at = |ptr: &Option<String>| ptr.as_deref().and_then(|p| root.pointer(p));
     let field = |ptr: &Option<String>| ptr.clone().unwrap_or_default();
@@ -21,7 +25,10 @@ pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>, map: &FieldMap)
             Some(Value::Number(n)) => n.to_string(),
             None | Some(Value::Null) => return Err(Malformed::Missing(field(&map.device))),
             Some(_) => {
-                return Err(Malformed::WrongType { field: field(&map.device), expected: "a string" })
+                return Err(Malformed::WrongType {
+                    field: field(&map.device),
+                    expected: "a string",
+                })
             }
         },
     };

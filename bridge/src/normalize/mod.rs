@@ -58,7 +58,10 @@ pub enum Malformed {
     #[error("missing field {0}")]
     Missing(String),
     #[error("field {field} must be {expected}")]
-    WrongType { field: String, expected: &'static str },
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
     #[error("field {0} is not a finite number")]
     NotFinite(String),
     #[error("payload of {size} bytes is over the limit of {limit}")]
@@ -104,16 +107,32 @@ impl Reader {
     }
 
     /// Reads one message.
-    pub fn read(&self, topic: &str, payload: &[u8], received_at_ms: i64) -> Result<Outcome, Malformed> {
+    pub fn read(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        received_at_ms: i64,
+    ) -> Result<Outcome, Malformed> {
         if payload.len() > self.max_payload_bytes {
-            return Err(Malformed::Oversized { size: payload.len(), limit: self.max_payload_bytes });
+            return Err(Malformed::Oversized {
+                size: payload.len(),
+                limit: self.max_payload_bytes,
+            });
         }
         let root = parse_object(payload)?;
-        let ctx = Context { topic, received_at_ms, reader: self };
+        let ctx = Context {
+            topic,
+            received_at_ms,
+            reader: self,
+        };
         match self.format {
             Format::Ati => ati::read(&root, &ctx),
             Format::Vda5050 => vda5050::read(&root, &ctx),
-            Format::Fields => fields::read(&root, &ctx, self.fields.as_ref().unwrap_or(&FieldMap::default())),
+            Format::Fields => fields::read(
+                &root,
+                &ctx,
+                self.fields.as_ref().unwrap_or(&FieldMap::default()),
+            ),
         }
     }
 }
@@ -128,7 +147,9 @@ pub(crate) struct Context<'a> {
 impl Context<'_> {
     /// The device id from the configured topic segment, if any.
     pub fn topic_device(&self) -> Result<Option<String>, Malformed> {
-        let Some(index) = self.reader.device_from_topic else { return Ok(None) };
+        let Some(index) = self.reader.device_from_topic else {
+            return Ok(None);
+        };
         match self.topic.split('/').nth(index) {
             Some(seg) if !seg.is_empty() => Ok(Some(seg.to_string())),
             _ => Err(Malformed::Missing(format!("topic segment {index}"))),
@@ -154,7 +175,9 @@ fn parse_object(payload: &[u8]) -> Result<Map<String, Value>, Malformed> {
     let value = match serde_json::from_str::<Value>(text) {
         Ok(v) => v,
         Err(first) => match replace_non_finite(text) {
-            Some(fixed) => serde_json::from_str(&fixed).map_err(|_| Malformed::NotJson(first.to_string()))?,
+            Some(fixed) => {
+                serde_json::from_str(&fixed).map_err(|_| Malformed::NotJson(first.to_string()))?
+            }
             None => return Err(Malformed::NotJson(first.to_string())),
         },
     };
@@ -184,7 +207,9 @@ fn replace_non_finite(text: &str) -> Option<String> {
             rest = &rest[c.len_utf8()..];
             continue;
         }
-        let token = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t));
+        let token = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|t| rest.starts_with(t));
         if let Some(token) = token {
             out.push('"');
             out.push_str(NON_FINITE);
@@ -216,7 +241,10 @@ pub(crate) fn optional_number(v: Option<&Value>, field: &str) -> Result<Option<f
             _ => Err(Malformed::NotFinite(field.into())),
         },
         Some(Value::String(s)) if s == NON_FINITE => Err(Malformed::NotFinite(field.into())),
-        Some(_) => Err(Malformed::WrongType { field: field.into(), expected: "a number" }),
+        Some(_) => Err(Malformed::WrongType {
+            field: field.into(),
+            expected: "a number",
+        }),
     }
 }
 
@@ -225,7 +253,10 @@ pub(crate) fn optional_string(v: Option<&Value>, field: &str) -> Result<Option<S
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Malformed::WrongType { field: field.into(), expected: "a string" }),
+        Some(_) => Err(Malformed::WrongType {
+            field: field.into(),
+            expected: "a string",
+        }),
     }
 }
 
@@ -234,20 +265,31 @@ pub(crate) fn optional_bool(v: Option<&Value>, field: &str) -> Result<Option<boo
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(Malformed::WrongType { field: field.into(), expected: "a boolean" }),
+        Some(_) => Err(Malformed::WrongType {
+            field: field.into(),
+            expected: "a boolean",
+        }),
     }
 }
 
 /// A timestamp: ISO-8601 (with or without offset; none means UTC) or unix time as a number
 /// (milliseconds; values below 10^11 are taken as seconds).
 pub(crate) fn timestamp(v: Option<&Value>, field: &str) -> Result<Option<i64>, Malformed> {
-    let bad = |value: String| Malformed::BadTimestamp { field: field.into(), value };
+    let bad = |value: String| Malformed::BadTimestamp {
+        field: field.into(),
+        value,
+    };
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => parse_iso8601(s).map(Some).ok_or_else(|| bad(truncate(s, 64))),
+        Some(Value::String(s)) => parse_iso8601(s)
+            .map(Some)
+            .ok_or_else(|| bad(truncate(s, 64))),
         Some(Value::Number(n)) => {
-            let f = n.as_f64().filter(|f| f.is_finite() && *f > 0.0).ok_or_else(|| bad(n.to_string()))?;
+            let f = n
+                .as_f64()
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .ok_or_else(|| bad(n.to_string()))?;
             let ms = if f < 1e11 { f * 1000.0 } else { f };
             if ms > 1e15 {
                 return Err(bad(n.to_string()));

@@ -2,7 +2,13 @@ use super::*;
 use crate::config::{FieldMap, Format, TimestampSource};
 
 fn reader(format: Format) -> Reader {
-    Reader { format, device_from_topic: None, timestamp: TimestampSource::Payload, fields: None, max_payload_bytes: 4096 }
+    Reader {
+        format,
+        device_from_topic: None,
+        timestamp: TimestampSource::Payload,
+        fields: None,
+        max_payload_bytes: 4096,
+    }
 }
 
 fn record(outcome: Result<Outcome, Malformed>) -> Record {
@@ -42,18 +48,25 @@ fn ati_receive_time_mode_ignores_the_payload_clock() {
     let mut rd = reader(Format::Ati);
     rd.timestamp = TimestampSource::Received;
     let p = br#"{"sherpa_name":"t","pose":[1,2,3],"timestamp":"2020-01-01T00:00:00Z"}"#;
-    assert_eq!(record(rd.read("ati/t/status", p, RECEIVED)).measured_at_ms, RECEIVED);
+    assert_eq!(
+        record(rd.read("ati/t/status", p, RECEIVED)).measured_at_ms,
+        RECEIVED
+    );
 }
 
 #[test]
 fn ati_timestamp_without_offset_is_utc() {
     let p = br#"{"sherpa_name":"t","pose":[1,2,3],"timestamp":"2024-11-01T10:00:00.5"}"#;
-    assert_eq!(record(reader(Format::Ati).read("x", p, RECEIVED)).measured_at_ms, 1_730_455_200_500);
+    assert_eq!(
+        record(reader(Format::Ati).read("x", p, RECEIVED)).measured_at_ms,
+        1_730_455_200_500
+    );
 }
 
 #[test]
 fn ati_disabled_robot_reports_its_reason_as_error() {
-    let p = br#"{"sherpa_name":"t","pose":[1,2,3],"disabled":true,"disabled_reason":"emergency_stop"}"#;
+    let p =
+        br#"{"sherpa_name":"t","pose":[1,2,3],"disabled":true,"disabled_reason":"emergency_stop"}"#;
     let r = record(reader(Format::Ati).read("x", p, RECEIVED));
     assert_eq!(r.error.as_deref(), Some("disabled: emergency_stop"));
 }
@@ -63,8 +76,14 @@ fn device_can_come_from_a_topic_segment() {
     let mut rd = reader(Format::Ati);
     rd.device_from_topic = Some(1);
     let p = br#"{"sherpa_name":"ignored","pose":[1,2,3]}"#;
-    assert_eq!(record(rd.read("ati/from-topic/status", p, RECEIVED)).device, "from-topic");
-    assert_eq!(rd.read("ati", p, RECEIVED).unwrap_err().code(), "missing_field");
+    assert_eq!(
+        record(rd.read("ati/from-topic/status", p, RECEIVED)).device,
+        "from-topic"
+    );
+    assert_eq!(
+        rd.read("ati", p, RECEIVED).unwrap_err().code(),
+        "missing_field"
+    );
 }
 
 #[test]
@@ -80,20 +99,41 @@ fn malformed_payloads_get_their_reason() {
         (br#"{"sherpa_name":"t","pose":[1,"2",3]}"#, "wrong_type"),
         (br#"{"sherpa_name":7,"pose":[1,2,3]}"#, "wrong_type"),
         (br#"{"sherpa_name":"t","pose":[NaN,2,3]}"#, "not_finite"),
-        (br#"{"sherpa_name":"t","pose":[1,Infinity,3]}"#, "not_finite"),
-        (br#"{"sherpa_name":"t","pose":[1,2,3],"battery_status":-Infinity}"#, "not_finite"),
-        (br#"{"sherpa_name":"t","pose":[1,2,3],"timestamp":"yesterday"}"#, "bad_timestamp"),
-        (br#"{"sherpa_name":"t","pose":[1,2,3],"battery_status":"full"}"#, "wrong_type"),
+        (
+            br#"{"sherpa_name":"t","pose":[1,Infinity,3]}"#,
+            "not_finite",
+        ),
+        (
+            br#"{"sherpa_name":"t","pose":[1,2,3],"battery_status":-Infinity}"#,
+            "not_finite",
+        ),
+        (
+            br#"{"sherpa_name":"t","pose":[1,2,3],"timestamp":"yesterday"}"#,
+            "bad_timestamp",
+        ),
+        (
+            br#"{"sherpa_name":"t","pose":[1,2,3],"battery_status":"full"}"#,
+            "wrong_type",
+        ),
     ];
     for (payload, code) in cases {
-        let err = reader(Format::Ati).read("ati/t/status", payload, RECEIVED).unwrap_err();
-        assert_eq!(err.code(), code, "{:?}: {err}", String::from_utf8_lossy(payload));
+        let err = reader(Format::Ati)
+            .read("ati/t/status", payload, RECEIVED)
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            code,
+            "{:?}: {err}",
+            String::from_utf8_lossy(payload)
+        );
     }
 }
 
 #[test]
 fn non_finite_error_names_the_field() {
-    let err = reader(Format::Ati).read("x", br#"{"sherpa_name":"t","pose":[1,NaN,3]}"#, 0).unwrap_err();
+    let err = reader(Format::Ati)
+        .read("x", br#"{"sherpa_name":"t","pose":[1,NaN,3]}"#, 0)
+        .unwrap_err();
     assert_eq!(err.to_string(), "field pose[1] is not a finite number");
 }
 
@@ -108,7 +148,10 @@ fn nan_inside_a_string_is_just_text() {
 #[test]
 fn oversized_payload_is_refused_before_parsing() {
     let big = vec![b' '; 5000];
-    assert_eq!(reader(Format::Ati).read("x", &big, 0).unwrap_err().code(), "oversized");
+    assert_eq!(
+        reader(Format::Ati).read("x", &big, 0).unwrap_err().code(),
+        "oversized"
+    );
 }
 
 #[test]
@@ -131,7 +174,10 @@ fn vda5050_v3_names_are_read() {
     let p = br#"{"headerId":1,"timestamp":"2024-11-01T10:00:00Z","manufacturer":"KIT","serialNumber":"0002",
         "mobileRobotPosition":{"x":1,"y":2,"theta":0,"localized":true},"powerSupply":{"stateOfCharge":80},"driving":false}"#;
     let r = record(reader(Format::Vda5050).read("vda5050/v3/KIT/0002/state", p, RECEIVED));
-    assert_eq!((r.device.as_str(), r.x, r.y, r.battery, r.moving), ("KIT/0002", 1.0, 2.0, Some(80.0), Some(false)));
+    assert_eq!(
+        (r.device.as_str(), r.x, r.y, r.battery, r.moving),
+        ("KIT/0002", 1.0, 2.0, Some(80.0), Some(false))
+    );
 }
 
 #[test]
@@ -140,16 +186,35 @@ fn vda5050_without_a_usable_position_is_skipped() {
     let v2 = br#"{"manufacturer":"K","serialNumber":"1","agvPosition":{"x":1,"y":2,"theta":0,"positionInitialized":false}}"#;
     let v3 = br#"{"manufacturer":"K","serialNumber":"1","mobileRobotPosition":{"x":1,"y":2,"localized":false}}"#;
     let none = br#"{"manufacturer":"K","serialNumber":"1","driving":false}"#;
-    assert_eq!(rd.read("uagv/v2/K/1/state", v2, 0), Ok(Outcome::Skip("position_not_initialized")));
-    assert_eq!(rd.read("vda5050/v3/K/1/state", v3, 0), Ok(Outcome::Skip("position_not_initialized")));
-    assert_eq!(rd.read("uagv/v2/K/1/visualization", none, 0), Ok(Outcome::Skip("no_position")));
-    assert_eq!(rd.read("uagv/v2/K/1/connection", br#"{"connectionState":"ONLINE"}"#, 0), Ok(Outcome::Skip("no_position")));
+    assert_eq!(
+        rd.read("uagv/v2/K/1/state", v2, 0),
+        Ok(Outcome::Skip("position_not_initialized"))
+    );
+    assert_eq!(
+        rd.read("vda5050/v3/K/1/state", v3, 0),
+        Ok(Outcome::Skip("position_not_initialized"))
+    );
+    assert_eq!(
+        rd.read("uagv/v2/K/1/visualization", none, 0),
+        Ok(Outcome::Skip("no_position"))
+    );
+    assert_eq!(
+        rd.read(
+            "uagv/v2/K/1/connection",
+            br#"{"connectionState":"ONLINE"}"#,
+            0
+        ),
+        Ok(Outcome::Skip("no_position"))
+    );
 }
 
 #[test]
 fn vda5050_device_falls_back_to_the_topic() {
     let p = br#"{"agvPosition":{"x":1,"y":2,"theta":0,"positionInitialized":true}}"#;
-    assert_eq!(record(reader(Format::Vda5050).read("uagv/v2/ACME/77/visualization", p, 0)).device, "ACME/77");
+    assert_eq!(
+        record(reader(Format::Vda5050).read("uagv/v2/ACME/77/visualization", p, 0)).device,
+        "ACME/77"
+    );
 }
 
 #[test]
@@ -168,10 +233,19 @@ fn field_map_reads_nested_shapes() {
     let p = br#"{"event":{"amrId":42,"location":{"current":{"x":1.5,"y":2.5,"z":0.1}},"batteryPercentage":64.6,"moving":true,"ts":1730455200}}"#;
     let r = record(rd.read("plant/amr", p, RECEIVED));
     assert_eq!(r.device, "42");
-    assert_eq!((r.x, r.y, r.z, r.battery, r.moving), (1.5, 2.5, 0.1, Some(64.6), Some(true)));
-    assert_eq!(r.measured_at_ms, 1_730_455_200_000, "seconds are scaled to ms");
+    assert_eq!(
+        (r.x, r.y, r.z, r.battery, r.moving),
+        (1.5, 2.5, 0.1, Some(64.6), Some(true))
+    );
+    assert_eq!(
+        r.measured_at_ms, 1_730_455_200_000,
+        "seconds are scaled to ms"
+    );
     let missing = br#"{"event":{"amrId":"a","location":{"current":{"y":1}}}}"#;
-    assert_eq!(rd.read("plant/amr", missing, 0).unwrap_err(), Malformed::Missing("/event/location/current/x".into()));
+    assert_eq!(
+        rd.read("plant/amr", missing, 0).unwrap_err(),
+        Malformed::Missing("/event/location/current/x".into())
+    );
 }
 
 mod properties {

@@ -20,14 +20,20 @@ pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>) -> Result<Outco
         return Ok(Outcome::Skip("no_position"));
     }
 
-    let (position, initialized_key) = match (root.get("agvPosition"), root.get("mobileRobotPosition")) {
-        (Some(Value::Object(p)), _) => (p, "positionInitialized"),
-        (_, Some(Value::Object(p))) => (p, "localized"),
-        (None | Some(Value::Null), None | Some(Value::Null)) => return Ok(Outcome::Skip("no_position")),
-        _ => {
-            return Err(Malformed::WrongType { field: "agvPosition".into(), expected: "an object" })
-        }
-    };
+    let (position, initialized_key) =
+        match (root.get("agvPosition"), root.get("mobileRobotPosition")) {
+            (Some(Value::Object(p)), _) => (p, "positionInitialized"),
+            (_, Some(Value::Object(p))) => (p, "localized"),
+            (None | Some(Value::Null), None | Some(Value::Null)) => {
+                return Ok(Outcome::Skip("no_position"))
+            }
+            _ => {
+                return Err(Malformed::WrongType {
+                    field: "agvPosition".into(),
+                    expected: "an object",
+                })
+            }
+        };
     let initialized = optional_bool(position.get(initialized_key), initialized_key)?;
     if initialized == Some(false) {
         return Ok(Outcome::Skip("position_not_initialized"));
@@ -56,7 +62,8 @@ pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>) -> Result<Outco
         _ => None,
     };
     let moving = optional_bool(root.get("driving"), "driving")?;
-    let mode = optional_string(root.get("operatingMode"), "operatingMode")?.map(|m| m.to_lowercase());
+    let mode =
+        optional_string(root.get("operatingMode"), "operatingMode")?.map(|m| m.to_lowercase());
     let error = match root.get("errors") {
         Some(Value::Array(errors)) => {
             let texts: Vec<String> = errors

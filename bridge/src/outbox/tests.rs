@@ -4,7 +4,16 @@ fn pending(login: &str, ts: i64) -> Pending {
     Pending {
         login: login.into(),
         device: login.into(),
-        location: Location { timestamp: ts, sector_id: 1, x: 1.0, y: 2.0, z: 0.0, interval: None, battery: Some(50), is_moving: false },
+        location: Location {
+            timestamp: ts,
+            sector_id: 1,
+            x: 1.0,
+            y: 2.0,
+            z: 0.0,
+            interval: None,
+            battery: Some(50),
+            is_moving: false,
+        },
         topic: format!("ati/{login}/status"),
         payload: "{}".into(),
         enqueued_at_ms: ts,
@@ -12,7 +21,10 @@ fn pending(login: &str, ts: i64) -> Pending {
 }
 
 fn record(login: &str, ts: i64) -> Entry {
-    Entry::Record { pending: Box::new(pending(login, ts)), key: format!("t:{login}:{ts}") }
+    Entry::Record {
+        pending: Box::new(pending(login, ts)),
+        key: format!("t:{login}:{ts}"),
+    }
 }
 
 #[test]
@@ -21,12 +33,26 @@ fn records_survive_reopening_in_order_per_login() {
     let path = dir.path().join("o.redb");
     {
         let o = Outbox::open(&path, 600).unwrap();
-        let done = o.commit(vec![record("a", 1), record("b", 2), record("a", 3)], 10).unwrap();
-        assert_eq!(done, Committed { stored: 3, duplicates: 0, dead: 0 });
+        let done = o
+            .commit(vec![record("a", 1), record("b", 2), record("a", 3)], 10)
+            .unwrap();
+        assert_eq!(
+            done,
+            Committed {
+                stored: 3,
+                duplicates: 0,
+                dead: 0
+            }
+        );
     }
     let o = Outbox::open(&path, 600).unwrap();
     assert_eq!(o.stats().records, 3);
-    let a: Vec<i64> = o.peek("a", 10).unwrap().iter().map(|(_, p)| p.location.timestamp).collect();
+    let a: Vec<i64> = o
+        .peek("a", 10)
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.location.timestamp)
+        .collect();
     assert_eq!(a, vec![1, 3]);
 }
 
@@ -38,8 +64,17 @@ fn a_key_seen_before_is_a_duplicate_even_after_delivery() {
     let seqs: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
     o.finish("a", &seqs, Vec::new()).unwrap();
     assert_eq!(o.stats().records, 0);
-    let again = o.commit(vec![record("a", 1), record("a", 1), record("a", 2)], 20).unwrap();
-    assert_eq!(again, Committed { stored: 1, duplicates: 2, dead: 0 });
+    let again = o
+        .commit(vec![record("a", 1), record("a", 1), record("a", 2)], 20)
+        .unwrap();
+    assert_eq!(
+        again,
+        Committed {
+            stored: 1,
+            duplicates: 2,
+            dead: 0
+        }
+    );
 }
 
 #[test]
@@ -48,9 +83,20 @@ fn dedup_window_counts_back_from_the_newest_key() {
     let o = Outbox::open(&dir.path().join("o.redb"), 1).unwrap();
     o.commit(vec![record("a", 1)], 1_000).unwrap();
     // Long after (a bridge that was down): the key is still known until newer keys push it out.
-    assert_eq!(o.commit(vec![record("a", 1)], 1_000_000).unwrap().duplicates, 1);
+    assert_eq!(
+        o.commit(vec![record("a", 1)], 1_000_000)
+            .unwrap()
+            .duplicates,
+        1
+    );
     o.commit(vec![record("a", 2)], 1_000_000).unwrap();
-    assert_eq!(o.commit(vec![record("a", 1)], 1_000_500).unwrap().duplicates, 0, "pruned after the window");
+    assert_eq!(
+        o.commit(vec![record("a", 1)], 1_000_500)
+            .unwrap()
+            .duplicates,
+        0,
+        "pruned after the window"
+    );
 }
 
 #[test]
@@ -59,8 +105,16 @@ fn rejected_records_become_dead_letters_atomically() {
     let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1), record("a", 2)], 10).unwrap();
     let rows = o.peek("a", 10).unwrap();
-    let letter = DeadLetter::new("ati/a/status", b"{}", "twinzo_rejected", "no".into(), 100, 11);
-    o.finish("a", &[rows[0].0], vec![(rows[1].0, letter)]).unwrap();
+    let letter = DeadLetter::new(
+        "ati/a/status",
+        b"{}",
+        "twinzo_rejected",
+        "no".into(),
+        100,
+        11,
+    );
+    o.finish("a", &[rows[0].0], vec![(rows[1].0, letter)])
+        .unwrap();
     let stats = o.stats();
     assert_eq!((stats.records, stats.dead_letters), (0, 1));
     let letters = o.dead_letters(0, 10).unwrap();
@@ -74,10 +128,22 @@ fn rejected_records_become_dead_letters_atomically() {
 fn ready_logins_follow_size_and_age() {
     let dir = tempfile::tempdir().unwrap();
     let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
-    o.commit(vec![record("young", 1000), record("full", 1000), record("full", 1001), record("old", 0)], 10).unwrap();
+    o.commit(
+        vec![
+            record("young", 1000),
+            record("full", 1000),
+            record("full", 1001),
+            record("old", 0),
+        ],
+        10,
+    )
+    .unwrap();
     let ready = o.ready(1500, 2, 1000, false, |_| false);
     assert_eq!(ready, vec!["full".to_string(), "old".to_string()]);
-    assert_eq!(o.ready(1500, 2, 1000, false, |l| l == "full"), vec!["old".to_string()]);
+    assert_eq!(
+        o.ready(1500, 2, 1000, false, |l| l == "full"),
+        vec!["old".to_string()]
+    );
     assert_eq!(o.ready(1500, 2, 1000, true, |_| false).len(), 3);
     assert_eq!(o.next_due_ms(1000, |_| false), Some(1000));
 }
@@ -86,7 +152,8 @@ fn ready_logins_follow_size_and_age() {
 fn expired_records_move_to_dead_letters_with_reason_expired() {
     let dir = tempfile::tempdir().unwrap();
     let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
-    o.commit(vec![record("a", 1), record("a", 5000)], 10).unwrap();
+    o.commit(vec![record("a", 1), record("a", 5000)], 10)
+        .unwrap();
     assert_eq!(o.expire(1000, 6000, 100).unwrap(), 1);
     assert_eq!(o.stats().records, 1);
     assert_eq!(o.dead_letters(0, 10).unwrap()[0].reason, "expired");

@@ -26,7 +26,10 @@ fn ati_status_becomes_a_twinzo_location_in_millimetres() {
     let (pending, key) = record(i.prepare("ati/tugger-01/status", p, 5));
     assert_eq!(pending.login, "tugger-01");
     let l = &pending.location;
-    assert_eq!((l.x, l.y, l.sector_id, l.battery, l.timestamp), (12_500.0, 40_250.0, 4, Some(79), 1_730_455_200_000));
+    assert_eq!(
+        (l.x, l.y, l.sector_id, l.battery, l.timestamp),
+        (12_500.0, 40_250.0, 4, Some(79), 1_730_455_200_000)
+    );
     assert!(!l.is_moving, "first record: no displacement known");
     assert_eq!(key, "t:tugger-01:1730455200000");
 }
@@ -53,13 +56,29 @@ fn message_id_is_the_dedup_key_when_present() {
 fn unknown_device_under_reject_policy_is_a_dead_letter() {
     let mut c = base();
     c.twinzo.unknown_devices = UnknownDevices::Reject;
-    c.devices.push(DeviceConfig { id: "known".into(), login: None, sector_id: None, password: None });
+    c.devices.push(DeviceConfig {
+        id: "known".into(),
+        login: None,
+        sector_id: None,
+        password: None,
+    });
     let mut i = ingest(&c);
-    match i.prepare("ati/x/status", br#"{"sherpa_name":"stranger","pose":[1,2,3]}"#, 0) {
+    match i.prepare(
+        "ati/x/status",
+        br#"{"sherpa_name":"stranger","pose":[1,2,3]}"#,
+        0,
+    ) {
         Prepared::Entry(Entry::Dead(l)) => assert_eq!(l.reason, "unknown_device"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(i.prepare("ati/x/status", br#"{"sherpa_name":"known","pose":[1,2,3]}"#, 0), Prepared::Entry(Entry::Record { .. })));
+    assert!(matches!(
+        i.prepare(
+            "ati/x/status",
+            br#"{"sherpa_name":"known","pose":[1,2,3]}"#,
+            0
+        ),
+        Prepared::Entry(Entry::Record { .. })
+    ));
 }
 
 #[test]
@@ -67,7 +86,10 @@ fn malformed_message_is_a_dead_letter_with_its_reason() {
     let mut i = ingest(&base());
     match i.prepare("ati/x/status", b"{oops", 0) {
         Prepared::Entry(Entry::Dead(l)) => {
-            assert_eq!((l.reason.as_str(), l.topic.as_str(), l.payload.as_str()), ("not_json", "ati/x/status", "{oops"));
+            assert_eq!(
+                (l.reason.as_str(), l.topic.as_str(), l.payload.as_str()),
+                ("not_json", "ati/x/status", "{oops")
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -76,8 +98,18 @@ fn malformed_message_is_a_dead_letter_with_its_reason() {
 #[test]
 fn topics_outside_forwarded_routes_are_not_routed() {
     let mut i = ingest(&base());
-    assert!(matches!(i.prepare("ati_fm/trips/info", b"{}", 0), Prepared::NotRouted));
-    assert!(matches!(i.prepare("ati_fm/sherpa/status", br#"{"sherpa_name":"a","pose":[1,2,3]}"#, 0), Prepared::Entry(_)));
+    assert!(matches!(
+        i.prepare("ati_fm/trips/info", b"{}", 0),
+        Prepared::NotRouted
+    ));
+    assert!(matches!(
+        i.prepare(
+            "ati_fm/sherpa/status",
+            br#"{"sherpa_name":"a","pose":[1,2,3]}"#,
+            0
+        ),
+        Prepared::Entry(_)
+    ));
 }
 
 #[test]
@@ -86,7 +118,16 @@ fn min_interval_throttles_per_device() {
     c.batch.min_interval_ms = 1000;
     let mut i = ingest(&c);
     let at = |t: i64| format!(r#"{{"sherpa_name":"t","pose":[1,2,3],"timestamp":{t}}}"#);
-    assert!(matches!(i.prepare("ati/t/status", at(1_700_000_000_000).as_bytes(), 0), Prepared::Entry(_)));
-    assert!(matches!(i.prepare("ati/t/status", at(1_700_000_000_500).as_bytes(), 0), Prepared::Skip("throttled")));
-    assert!(matches!(i.prepare("ati/t/status", at(1_700_000_001_000).as_bytes(), 0), Prepared::Entry(_)));
+    assert!(matches!(
+        i.prepare("ati/t/status", at(1_700_000_000_000).as_bytes(), 0),
+        Prepared::Entry(_)
+    ));
+    assert!(matches!(
+        i.prepare("ati/t/status", at(1_700_000_000_500).as_bytes(), 0),
+        Prepared::Skip("throttled")
+    ));
+    assert!(matches!(
+        i.prepare("ati/t/status", at(1_700_000_001_000).as_bytes(), 0),
+        Prepared::Entry(_)
+    ));
 }

@@ -69,7 +69,12 @@ impl Default for FleetConfig {
             robot_prefix: "sim-".into(),
             rate_hz: 1.0,
             path: PathKind::Loop,
-            region: Region { x0: 0.0, y0: 0.0, x1: 40.0, y1: 25.0 },
+            region: Region {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 40.0,
+                y1: 25.0,
+            },
             speed_mps: 1.2,
             pose: PoseShape::Three,
             format: Format::Ati,
@@ -183,7 +188,11 @@ impl Fleet {
                 }
             })
             .collect();
-        Fleet { config, path, robots }
+        Fleet {
+            config,
+            path,
+            robots,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -228,7 +237,11 @@ impl Robot {
         self.moving = false;
         match self.activity {
             Activity::Fault(kind, left) => {
-                self.activity = if left > dt { Activity::Fault(kind, left - dt) } else { Activity::Driving };
+                self.activity = if left > dt {
+                    Activity::Fault(kind, left - dt)
+                } else {
+                    Activity::Driving
+                };
                 return;
             }
             Activity::Charging => {
@@ -240,14 +253,25 @@ impl Robot {
             }
             Activity::Dwelling(left) => {
                 self.battery = (self.battery - DRAIN_IDLE * dt).max(0.0);
-                self.activity = if left > dt { Activity::Dwelling(left - dt) } else { Activity::Driving };
+                self.activity = if left > dt {
+                    Activity::Dwelling(left - dt)
+                } else {
+                    Activity::Driving
+                };
                 return;
             }
             Activity::Driving | Activity::GoingToCharge => {}
         }
 
-        if self.flaky && self.rng.random_bool((dt / MEAN_SECS_BETWEEN_FAULTS).min(1.0)) {
-            let kind = self.rng.random_bool(0.7).then(|| self.rng.random_range(0..ERRORS.len()));
+        if self.flaky
+            && self
+                .rng
+                .random_bool((dt / MEAN_SECS_BETWEEN_FAULTS).min(1.0))
+        {
+            let kind = self
+                .rng
+                .random_bool(0.7)
+                .then(|| self.rng.random_range(0..ERRORS.len()));
             self.activity = Activity::Fault(kind, self.rng.random_range(5.0..20.0));
             return;
         }
@@ -292,7 +316,11 @@ impl Robot {
             let legs = self.rng.random_range(2..=4);
             self.next_leg(true, legs, idx, n);
         }
-        let target = if self.activity == Activity::GoingToCharge { self.dock } else { self.waypoint };
+        let target = if self.activity == Activity::GoingToCharge {
+            self.dock
+        } else {
+            self.waypoint
+        };
         let (dx, dy) = (target.0 - self.x, target.1 - self.y);
         let gap = dx.hypot(dy);
         if gap > 1e-9 {
@@ -336,7 +364,9 @@ impl Robot {
     }
 
     fn message_id(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid().to_string()
+        uuid::Builder::from_random_bytes(self.rng.random())
+            .into_uuid()
+            .to_string()
     }
 
     fn ati(&mut self, config: &FleetConfig, timestamp: &str) -> (String, Vec<u8>) {
@@ -351,7 +381,9 @@ impl Robot {
             PoseShape::Six => vec![x, y, 0.0, 0.0, 0.0, h],
         };
         let message_id = self.message_id();
-        let trip = self.trip.filter(|_| matches!(self.activity, Activity::Driving | Activity::Dwelling(_)));
+        let trip = self
+            .trip
+            .filter(|_| matches!(self.activity, Activity::Driving | Activity::Dwelling(_)));
         let status = payload::AtiStatus {
             sherpa_name: &self.name,
             mode,
@@ -359,7 +391,11 @@ impl Robot {
             disabled: !disabled_reason.is_empty(),
             disabled_reason,
             pose: &pose,
-            battery_status: if config.unknown_battery { -1.0 } else { round(self.battery, 1) },
+            battery_status: if config.unknown_battery {
+                -1.0
+            } else {
+                round(self.battery, 1)
+            },
             trip_id: trip.map(|t| t.0),
             trip_leg_id: trip.map(|t| t.1),
             timestamp,
@@ -388,51 +424,78 @@ impl Robot {
         };
         let speed = if self.moving { config.speed_mps } else { 0.0 };
         let (sin, cos) = self.heading.sin_cos();
-        let velocity = payload::Velocity { vx: round(speed * cos, 3), vy: round(speed * sin, 3), omega: 0.0 };
+        let velocity = payload::Velocity {
+            vx: round(speed * cos, 3),
+            vy: round(speed * sin, 3),
+            omega: 0.0,
+        };
         let base = format!("uagv/v2/{}/{}", config.manufacturer, self.name);
 
         if self.seq % 2 == 1 {
-            let vis = payload::VdaVisualization { header, agv_position: position, velocity };
-            return (format!("{base}/visualization"), serde_json::to_vec(&vis).unwrap_or_default());
+            let vis = payload::VdaVisualization {
+                header,
+                agv_position: position,
+                velocity,
+            };
+            return (
+                format!("{base}/visualization"),
+                serde_json::to_vec(&vis).unwrap_or_default(),
+            );
         }
 
         let (errors, e_stop, mode) = match self.activity {
-                Activity::Fault(Some(k), _) => {
-                    let error = payload::VdaError {
-                        error_type: "simulatedFault",
-                        error_level: "FATAL",
-                        error_description: ERRORS[k].0,
-                        error_references: [],
-                    };
-                    let e_stop = if ERRORS[k].1.is_empty() { "NONE" } else { "MANUAL" };
-                    (vec![error], e_stop, "AUTOMATIC")
-                }
-                Activity::Fault(None, _) => (Vec::new(), "NONE", "SERVICE"),
-                _ => (Vec::new(), "NONE", "AUTOMATIC"),
-            };
-            let order_id = self.trip.map(|t| format!("order-{}", t.0)).unwrap_or_default();
-            let state = payload::VdaState {
-                header,
-                order_id,
-                order_update_id: 0,
-                last_node_id: self.trip.map(|t| format!("node-{}", t.1)).unwrap_or_default(),
-                last_node_sequence_id: 0,
-                node_states: [],
-                edge_states: [],
-                action_states: [],
-                information: [],
-                driving: self.moving,
-                paused: false,
-                operating_mode: mode,
-                agv_position: position,
-                velocity,
-                battery_state: payload::BatteryState {
-                    battery_charge: round(self.battery, 1),
-                    charging: self.activity == Activity::Charging,
-                },
-                errors,
-                safety_state: payload::SafetyState { e_stop, field_violation: false },
-            };
-        (format!("{base}/state"), serde_json::to_vec(&state).unwrap_or_default())
+            Activity::Fault(Some(k), _) => {
+                let error = payload::VdaError {
+                    error_type: "simulatedFault",
+                    error_level: "FATAL",
+                    error_description: ERRORS[k].0,
+                    error_references: [],
+                };
+                let e_stop = if ERRORS[k].1.is_empty() {
+                    "NONE"
+                } else {
+                    "MANUAL"
+                };
+                (vec![error], e_stop, "AUTOMATIC")
+            }
+            Activity::Fault(None, _) => (Vec::new(), "NONE", "SERVICE"),
+            _ => (Vec::new(), "NONE", "AUTOMATIC"),
+        };
+        let order_id = self
+            .trip
+            .map(|t| format!("order-{}", t.0))
+            .unwrap_or_default();
+        let state = payload::VdaState {
+            header,
+            order_id,
+            order_update_id: 0,
+            last_node_id: self
+                .trip
+                .map(|t| format!("node-{}", t.1))
+                .unwrap_or_default(),
+            last_node_sequence_id: 0,
+            node_states: [],
+            edge_states: [],
+            action_states: [],
+            information: [],
+            driving: self.moving,
+            paused: false,
+            operating_mode: mode,
+            agv_position: position,
+            velocity,
+            battery_state: payload::BatteryState {
+                battery_charge: round(self.battery, 1),
+                charging: self.activity == Activity::Charging,
+            },
+            errors,
+            safety_state: payload::SafetyState {
+                e_stop,
+                field_violation: false,
+            },
+        };
+        (
+            format!("{base}/state"),
+            serde_json::to_vec(&state).unwrap_or_default(),
+        )
     }
 }

@@ -256,7 +256,9 @@ impl SimulateArgs {
 
     fn credentials(&self) -> Result<Option<(&str, &str)>, LinkError> {
         match (&self.username, &self.password) {
-            (Some(user), password) => Ok(Some((user, password.as_ref().map_or("", Password::expose)))),
+            (Some(user), password) => {
+                Ok(Some((user, password.as_ref().map_or("", Password::expose))))
+            }
             (None, Some(_)) => Err(LinkError::PasswordWithoutUser),
             (None, None) => Ok(None),
         }
@@ -278,7 +280,11 @@ pub struct SimReport {
 impl fmt::Display for SimReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let secs = self.elapsed.as_secs_f64();
-        let rate = if secs > 0.0 { self.sent as f64 / secs } else { 0.0 };
+        let rate = if secs > 0.0 {
+            self.sent as f64 / secs
+        } else {
+            0.0
+        };
         write!(
             f,
             "sent {} messages, {} failed, from {} robots in {secs:.2} s ({rate:.1} msg/s",
@@ -305,10 +311,22 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
         anyhow::bail!("--topic-template must be a topic name without wildcards");
     }
     let seed = args.seed.unwrap_or_else(rand::random);
-    let client_id =
-        args.client_id.clone().unwrap_or_else(|| format!("sim-{:08x}", rand::random::<u32>()));
-    let options = link::options(&args.url, &client_id, args.credentials()?, args.durable, INFLIGHT)?;
-    let qos = if args.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let client_id = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("sim-{:08x}", rand::random::<u32>()));
+    let options = link::options(
+        &args.url,
+        &client_id,
+        args.credentials()?,
+        args.durable,
+        INFLIGHT,
+    )?;
+    let qos = if args.qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
     let mut fleet = Fleet::new(args.fleet_config(seed));
 
     let (client, eventloop) = AsyncClient::new(options, CHANNEL_CAPACITY);
@@ -338,7 +356,10 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
     if !connected || client.try_disconnect().is_err() {
         stop.cancel();
     }
-    if tokio::time::timeout(CLOSE_TIMEOUT, &mut driver).await.is_err() {
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut driver)
+        .await
+        .is_err()
+    {
         stop.cancel();
         let _ = driver.await;
     }
@@ -351,7 +372,11 @@ pub async fn run(args: SimulateArgs, shutdown: CancellationToken) -> anyhow::Res
         per_robot: per_robot.collect(),
         elapsed: started.elapsed(),
     };
-    info!(sent = report.sent, failed = report.failed, "simulator finished");
+    info!(
+        sent = report.sent,
+        failed = report.failed,
+        "simulator finished"
+    );
     Ok(report)
 }
 
@@ -373,7 +398,11 @@ async fn produce(
         }
     };
     if first != Ok(true) {
-        let last = progress.borrow().last_error.clone().unwrap_or_else(|| "no answer".into());
+        let last = progress
+            .borrow()
+            .last_error
+            .clone()
+            .unwrap_or_else(|| "no answer".into());
         anyhow::bail!(
             "could not connect to the broker within {} s (last error: {last})",
             args.connect_timeout.as_secs_f64()
@@ -420,11 +449,23 @@ async fn produce(
         }
     }
 
-    let delivered = move |p: &Progress| if qos == QoS::AtMostOnce { p.written } else { p.acked };
+    let delivered = move |p: &Progress| {
+        if qos == QoS::AtMostOnce {
+            p.written
+        } else {
+            p.acked
+        }
+    };
     let drained = progress.wait_for(|p| delivered(p) >= generated);
-    if tokio::time::timeout(args.drain_timeout, drained).await.is_err() {
+    if tokio::time::timeout(args.drain_timeout, drained)
+        .await
+        .is_err()
+    {
         let outstanding = generated.saturating_sub(delivered(&progress.borrow()));
-        warn!(generated, outstanding, "simulator gave up waiting for acknowledgements");
+        warn!(
+            generated,
+            outstanding, "simulator gave up waiting for acknowledgements"
+        );
     }
     let sent = delivered(&progress.borrow()).min(generated);
     Ok((per_robot, sent))
@@ -470,7 +511,9 @@ fn fraction(s: &str) -> Result<f64, String> {
 }
 
 fn seconds(s: &str) -> Result<Duration, String> {
-    positive(s).map(Duration::from_secs_f64).map_err(|_| format!("expected seconds above 0, got {s:?}"))
+    positive(s)
+        .map(Duration::from_secs_f64)
+        .map_err(|_| format!("expected seconds above 0, got {s:?}"))
 }
 
 #[cfg(test)]

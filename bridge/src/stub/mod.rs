@@ -4,13 +4,13 @@
 //!
 //! Twinzo routes (see `routes`):
 //!
-//! | route | auth | answers |
+//! | route | signed with | answers |
 //! |---|---|---|
-//! | `POST /v3/authorization/authenticate` | body `{"Client","Login","Password"}` | 200 with a token, or 200 `Success: false` |
-//! | `POST /v3/localization` | `Client`, `Branch`, `Token` | 200 per-login result; 400, 401, 415 |
-//! | `POST /v3/localization/batch` | `Client`, `Branch`, `Api-Key` | 200 array of per-login results; 400, 401, 415 |
+//! | `POST /v3/authorization/authenticate` | body credentials | 200, token or `Success: false` |
+//! | `POST /v3/localization` | `Client`, `Branch`, `Token` | 200 one login; 400, 401, 415 |
+//! | `POST /v3/localization/batch` | `Client`, `Branch`, `Api-Key` | 200 per login; 400, 401, 415 |
 //! | `GET /v3/devices/login/{login}` | token or API key | 200 device, 404 |
-//! | `GET /v3/sectors` | token or API key | 200 sectors with `SectorWidth`, `SectorHeight` |
+//! | `GET /v3/sectors` | token or API key | 200 with `SectorWidth`, `SectorHeight` |
 //! | anything else | | 404, empty body |
 //!
 //! The `/_stub/` routes (see `control`) are **not part of Twinzo**: they let a test or a
@@ -19,14 +19,17 @@
 //!
 //! Parts: `config` (flags, TOML file), `contract` (parsing and validation), `responses`
 //! (answer bodies), `records` (what is handed out), `state` (devices, tokens, accepted
-//! locations, counters; no I/O), `faults` (status queue,
-//! latency, `Retry-After`), `listener` (TCP refusal), `routes`, `control`.
+//! locations, counters; no I/O), `faults` (status queue, latency, `Retry-After`), `listener`
+//! (TCP refusal), `routes`, `control`.
 //!
 //! Where the reference is silent the stand-in chooses, and says so: a refused authenticate is
 //! HTTP 200 with `Success: false` (`"Invalid client."` or `"Invalid login or password."`);
 //! logins are compared exactly and the client name without case; a duplicate is the same
-//! login and `Timestamp` (answered `Update`); tokens stay valid across a reset.
-//! Shortcoming: routes match case-sensitively, whereas ASP.NET routing does not.
+//! login and `Timestamp` (answered `Update`); tokens stay valid across a reset. Validation
+//! choices are listed in `contract`.
+//!
+//! Shortcomings: routes match case-sensitively, whereas ASP.NET routing does not; a body
+//! that spells one field in two casings is not resolved in document order.
 
 mod config;
 mod contract;

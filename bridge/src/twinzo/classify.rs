@@ -28,7 +28,10 @@ pub enum Reply {
     /// No HTTP response: refused, reset, timed out.
     Transport(String),
     /// A status outside 2xx.
-    Status { status: u16, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// 2xx whose body was not the expected JSON.
     Unreadable(String),
     /// 2xx with a body, for one login.
@@ -39,38 +42,72 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Accepted,
-    Retry { after: Option<Duration>, reason: String },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
     Reauthenticate,
-    Reject { code: &'static str, reason: String },
+    Reject {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 /// Classifies one reply. `api_key` says which auth mode sent it (401 differs).
 pub fn classify(reply: &Reply, api_key: bool) -> Verdict {
-    let retry = |reason: String| Verdict::Retry { after: None, reason };
+    let retry = |reason: String| Verdict::Retry {
+        after: None,
+        reason,
+    };
     match reply {
         Reply::Transport(e) => retry(e.clone()),
         Reply::Unreadable(e) => retry(format!("unreadable response: {e}")),
         Reply::Body(result) if result.success => Verdict::Accepted,
         Reply::Body(result) => {
-            let message = result.error_message.clone().unwrap_or_else(|| "Success: false".into());
+            let message = result
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "Success: false".into());
             let lower = message.to_lowercase();
             if lower.contains("does not exist") || lower.contains("not found") {
-                Verdict::Reject { code: "unknown_device", reason: message }
-            } else if !api_key && ["token", "expired", "unauthori", "authenticat"].iter().any(|w| lower.contains(w)) {
+                Verdict::Reject {
+                    code: "unknown_device",
+                    reason: message,
+                }
+            } else if !api_key
+                && ["token", "expired", "unauthori", "authenticat"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+            {
                 Verdict::Reauthenticate
             } else {
-                Verdict::Reject { code: "twinzo_rejected", reason: message }
+                Verdict::Reject {
+                    code: "twinzo_rejected",
+                    reason: message,
+                }
             }
         }
-        Reply::Status { status, retry_after } => match status {
+        Reply::Status {
+            status,
+            retry_after,
+        } => match status {
             401 if !api_key => Verdict::Reauthenticate,
             401 => retry("401: API key refused".into()),
-            400 | 413 | 422 => Verdict::Reject { code: "twinzo_rejected", reason: format!("HTTP {status}") },
-            403 | 404 | 300..=399 => retry(format!("HTTP {status}: check twinzo.base_url and credentials")),
-            408 | 425 | 429 | 500..=599 => {
-                Verdict::Retry { after: *retry_after, reason: format!("HTTP {status}") }
-            }
-            _ => Verdict::Reject { code: "twinzo_rejected", reason: format!("HTTP {status}") },
+            400 | 413 | 422 => Verdict::Reject {
+                code: "twinzo_rejected",
+                reason: format!("HTTP {status}"),
+            },
+            403 | 404 | 300..=399 => retry(format!(
+                "HTTP {status}: check twinzo.base_url and credentials"
+            )),
+            408 | 425 | 429 | 500..=599 => Verdict::Retry {
+                after: *retry_after,
+                reason: format!("HTTP {status}"),
+            },
+            _ => Verdict::Reject {
+                code: "twinzo_rejected",
+                reason: format!("HTTP {status}"),
+            },
         },
     }
 }
@@ -96,7 +133,10 @@ mod tests {
     }
 
     fn status(status: u16) -> Reply {
-        Reply::Status { status, retry_after: None }
+        Reply::Status {
+            status,
+            retry_after: None,
+        }
     }
 
     fn kind(v: &Verdict) -> &'static str {
@@ -111,12 +151,28 @@ mod tests {
     #[test]
     fn every_outcome_has_its_verdict() {
         let table: Vec<(Reply, bool, &str)> = vec![
-            (Reply::Transport("connection refused".into()), false, "retry"),
-            (Reply::Transport("operation timed out".into()), true, "retry"),
+            (
+                Reply::Transport("connection refused".into()),
+                false,
+                "retry",
+            ),
+            (
+                Reply::Transport("operation timed out".into()),
+                true,
+                "retry",
+            ),
             (Reply::Unreadable("<html>".into()), false, "retry"),
             (body(true, None), false, "accept"),
-            (body(false, Some("Device tugger-01 does not exist.")), false, "reject"),
-            (body(false, Some("Device tugger-01 does not exist.")), true, "reject"),
+            (
+                body(false, Some("Device tugger-01 does not exist.")),
+                false,
+                "reject",
+            ),
+            (
+                body(false, Some("Device tugger-01 does not exist.")),
+                true,
+                "reject",
+            ),
             (body(false, Some("Token expired")), false, "reauth"),
             (body(false, Some("Token expired")), true, "reject"),
             (body(false, Some("Sector 9 is archived")), false, "reject"),
@@ -140,22 +196,44 @@ mod tests {
             (status(409), false, "reject"),
         ];
         for (reply, api_key, want) in table {
-            assert_eq!(kind(&classify(&reply, api_key)), want, "{reply:?} api_key={api_key}");
+            assert_eq!(
+                kind(&classify(&reply, api_key)),
+                want,
+                "{reply:?} api_key={api_key}"
+            );
         }
     }
 
     #[test]
     fn unknown_device_has_its_own_code() {
         let v = classify(&body(false, Some("Device x does not exist.")), false);
-        assert!(matches!(v, Verdict::Reject { code: "unknown_device", .. }));
+        assert!(matches!(
+            v,
+            Verdict::Reject {
+                code: "unknown_device",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn retry_after_is_kept_for_503_and_429() {
         let after = Some(Duration::from_secs(7));
         for s in [429, 503] {
-            let v = classify(&Reply::Status { status: s, retry_after: after }, false);
-            assert_eq!(v, Verdict::Retry { after, reason: format!("HTTP {s}") });
+            let v = classify(
+                &Reply::Status {
+                    status: s,
+                    retry_after: after,
+                },
+                false,
+            );
+            assert_eq!(
+                v,
+                Verdict::Retry {
+                    after,
+                    reason: format!("HTTP {s}")
+                }
+            );
         }
     }
 

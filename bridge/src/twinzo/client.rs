@@ -38,9 +38,17 @@ pub enum TwinzoError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// Twinzo took them; `rejected` lists the timestamps of single locations it refused.
-    Accepted { rejected: Vec<(i64, String)> },
-    Retry { after: Option<Duration>, reason: String },
-    Reject { code: &'static str, reason: String },
+    Accepted {
+        rejected: Vec<(i64, String)>,
+    },
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    Reject {
+        code: &'static str,
+        reason: String,
+    },
 }
 
 #[derive(Clone)]
@@ -98,7 +106,12 @@ impl Twinzo {
     }
 
     /// Device mode: posts one login's locations with its token.
-    pub async fn send_device(&self, login: &str, password: &Secret, locations: &[Location]) -> Delivery {
+    pub async fn send_device(
+        &self,
+        login: &str,
+        password: &Secret,
+        locations: &[Location],
+    ) -> Delivery {
         for attempt in 0..2 {
             let token = match self.token(login, password, attempt > 0).await {
                 Ok(t) => t,
@@ -121,7 +134,10 @@ impl Twinzo {
             match classify(&reply, false) {
                 Verdict::Reauthenticate if attempt == 0 => continue,
                 Verdict::Reauthenticate => {
-                    return Delivery::Retry { after: None, reason: "refused after re-authentication".into() }
+                    return Delivery::Retry {
+                        after: None,
+                        reason: "refused after re-authentication".into(),
+                    }
                 }
                 verdict => return self.delivery(verdict, &reply),
             }
@@ -131,8 +147,10 @@ impl Twinzo {
 
     /// API-key mode: posts several logins in one call; one [`Delivery`] per group, in order.
     pub async fn send_batch(&self, groups: &[(String, Vec<Location>)]) -> Vec<Delivery> {
-        let body: Vec<BatchEntry<'_>> =
-            groups.iter().map(|(login, locations)| BatchEntry { login, locations }).collect();
+        let body: Vec<BatchEntry<'_>> = groups
+            .iter()
+            .map(|(login, locations)| BatchEntry { login, locations })
+            .collect();
         let request = self
             .http
             .post(format!("{}/v3/localization/batch", self.base))
@@ -144,19 +162,27 @@ impl Twinzo {
             Ok(results) => groups
                 .iter()
                 .map(|(login, _)| {
-                    let found = results.iter().find(|r| r.login.as_deref() == Some(login.as_str()));
+                    let found = results
+                        .iter()
+                        .find(|r| r.login.as_deref() == Some(login.as_str()));
                     match found {
                         Some(r) => {
                             let reply = Reply::Body(r.clone());
                             self.delivery(classify(&reply, true), &reply)
                         }
-                        None => Delivery::Retry { after: None, reason: format!("no result for {login}") },
+                        None => Delivery::Retry {
+                            after: None,
+                            reason: format!("no result for {login}"),
+                        },
                     }
                 })
                 .collect(),
             Err(reply) => {
                 let verdict = classify(&reply, true);
-                groups.iter().map(|_| self.delivery(verdict.clone(), &reply)).collect()
+                groups
+                    .iter()
+                    .map(|_| self.delivery(verdict.clone(), &reply))
+                    .collect()
             }
         }
     }
@@ -165,7 +191,9 @@ impl Twinzo {
     pub async fn check_login(&self, login: &str, password: &Secret) -> Result<(), TwinzoError> {
         match self.token(login, password, true).await {
             Ok(_) => Ok(()),
-            Err(Delivery::Retry { reason, .. } | Delivery::Reject { reason, .. }) => Err(TwinzoError::Refused(reason)),
+            Err(Delivery::Retry { reason, .. } | Delivery::Reject { reason, .. }) => {
+                Err(TwinzoError::Refused(reason))
+            }
             Err(Delivery::Accepted { .. }) => Ok(()),
         }
     }
@@ -180,7 +208,9 @@ impl Twinzo {
             .header("Api-Key", self.api_key.expose());
         match self.call::<serde_json::Value>(request, "sectors").await {
             Ok(_) => Ok(()),
-            Err(Reply::Status { status: 401, .. }) => Err(TwinzoError::Refused("API key refused (401)".into())),
+            Err(Reply::Status { status: 401, .. }) => {
+                Err(TwinzoError::Refused("API key refused (401)".into()))
+            }
             Err(reply) => Err(TwinzoError::Refused(describe(&reply))),
         }
     }
@@ -193,14 +223,22 @@ impl Twinzo {
                         .locations
                         .iter()
                         .filter(|l| !l.success)
-                        .map(|l| (l.timestamp.unwrap_or(0), l.error_message.clone().unwrap_or_default()))
+                        .map(|l| {
+                            (
+                                l.timestamp.unwrap_or(0),
+                                l.error_message.clone().unwrap_or_default(),
+                            )
+                        })
                         .collect(),
                     _ => Vec::new(),
                 };
                 Delivery::Accepted { rejected }
             }
             Verdict::Retry { after, reason } => Delivery::Retry { after, reason },
-            Verdict::Reauthenticate => Delivery::Retry { after: None, reason: "authentication needed".into() },
+            Verdict::Reauthenticate => Delivery::Retry {
+                after: None,
+                reason: "authentication needed".into(),
+            },
             Verdict::Reject { code, reason } => Delivery::Reject { code, reason },
         }
     }
@@ -224,27 +262,50 @@ impl Twinzo {
     }
 
     async fn authenticate(&self, login: &str, password: &Secret) -> Result<Token, Delivery> {
-        let body = AuthRequest { client: &self.client_name, login, password: password.expose() };
-        let request = self.http.post(format!("{}/v3/authorization/authenticate", self.base)).json(&body);
+        let body = AuthRequest {
+            client: &self.client_name,
+            login,
+            password: password.expose(),
+        };
+        let request = self
+            .http
+            .post(format!("{}/v3/authorization/authenticate", self.base))
+            .json(&body);
         let response = match self.call::<AuthResponse>(request, "authenticate").await {
             Ok(r) => r,
             Err(reply) => {
                 return Err(match classify(&reply, false) {
                     Verdict::Reject { code, reason } => Delivery::Reject { code, reason },
-                    Verdict::Retry { after, reason } => {
-                        Delivery::Retry { after, reason: format!("authenticate: {reason}") }
-                    }
-                    _ => Delivery::Retry { after: None, reason: format!("authenticate: {}", describe(&reply)) },
+                    Verdict::Retry { after, reason } => Delivery::Retry {
+                        after,
+                        reason: format!("authenticate: {reason}"),
+                    },
+                    _ => Delivery::Retry {
+                        after: None,
+                        reason: format!("authenticate: {}", describe(&reply)),
+                    },
                 })
             }
         };
         let message = response.error_message.clone().unwrap_or_default();
         match response {
-            AuthResponse { success: true, token: Some(token), expiration: Some(exp), client, branch, created, .. } => {
+            AuthResponse {
+                success: true,
+                token: Some(token),
+                expiration: Some(exp),
+                client,
+                branch,
+                created,
+                ..
+            } => {
                 let created = created.unwrap_or_else(now_ms);
                 let lead = ((exp - created) / 5).clamp(0, 300_000);
                 metrics::counter!("bridge_twinzo_token_refreshes_total").increment(1);
-                tracing::debug!(login, expires_in_ms = exp - now_ms(), "twinzo token refreshed");
+                tracing::debug!(
+                    login,
+                    expires_in_ms = exp - now_ms(),
+                    "twinzo token refreshed"
+                );
                 Ok(Token {
                     token,
                     client: client.unwrap_or_else(|| self.client_guid.clone()),
@@ -252,20 +313,32 @@ impl Twinzo {
                     refresh_at_ms: exp - lead,
                 })
             }
-            _ if message.to_lowercase().contains("does not exist") => {
-                Err(Delivery::Reject { code: "unknown_device", reason: message })
-            }
+            _ if message.to_lowercase().contains("does not exist") => Err(Delivery::Reject {
+                code: "unknown_device",
+                reason: message,
+            }),
             _ => {
-                let reason = if message.is_empty() { "authentication refused".to_string() } else { message };
+                let reason = if message.is_empty() {
+                    "authentication refused".to_string()
+                } else {
+                    message
+                };
                 tracing::error!(login, reason = %reason, "twinzo authentication failed; records are kept");
-                Err(Delivery::Retry { after: None, reason: format!("authenticate: {reason}") })
+                Err(Delivery::Retry {
+                    after: None,
+                    reason: format!("authenticate: {reason}"),
+                })
             }
         }
     }
 
     /// Sends a request and reads the body as `T`; anything else becomes the [`Reply`] that
     /// [`classify`] understands.
-    async fn call<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder, endpoint: &'static str) -> Result<T, Reply> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        endpoint: &'static str,
+    ) -> Result<T, Reply> {
         let started = Instant::now();
         let outcome = request.send().await;
         let class = match &outcome {
@@ -285,14 +358,25 @@ impl Twinzo {
         };
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
-            let after = retry_after(response.headers().get("retry-after").and_then(|v| v.to_str().ok()));
+            let after = retry_after(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+            );
             if status < 500 && status != 401 {
                 self.reachable.store(true, Ordering::Relaxed);
             }
-            return Err(Reply::Status { status, retry_after: after });
+            return Err(Reply::Status {
+                status,
+                retry_after: after,
+            });
         }
         self.reachable.store(true, Ordering::Relaxed);
-        let bytes = response.bytes().await.map_err(|e| Reply::Transport(error_chain(&e)))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Reply::Transport(error_chain(&e)))?;
         serde_json::from_slice::<T>(&bytes).map_err(|e| Reply::Unreadable(e.to_string()))
     }
 }
@@ -302,7 +386,10 @@ fn describe(reply: &Reply) -> String {
         Reply::Transport(e) => e.clone(),
         Reply::Status { status, .. } => format!("HTTP {status}"),
         Reply::Unreadable(e) => format!("unreadable response: {e}"),
-        Reply::Body(r) => r.error_message.clone().unwrap_or_else(|| "Success: false".into()),
+        Reply::Body(r) => r
+            .error_message
+            .clone()
+            .unwrap_or_else(|| "Success: false".into()),
     }
 }
 

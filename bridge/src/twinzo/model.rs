@@ -118,6 +118,9 @@ mod tests {
             "ErrorMessage":"Device tugger-01 does not exist.","Locations":[]}"#;
         let r: LoginResult = serde_json::from_str(body).unwrap();
         assert!(!r.success);
-        assert_eq!(r.error_message.as_deref(), Some("Device tugger-01 does not exist."));
+        assert_eq!(
+            r.error_message.as_deref(),
+            Some("Device tugger-01 does not exist.")
+        );
     }
 }

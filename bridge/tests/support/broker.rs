@@ -200,14 +200,17 @@ impl Broker {
         }
     }
 
-    /// Spawns Mosquitto and waits until both listeners accept TCP connections. Returns false
-    /// when the process exited first (typically because a port was taken).
+    /// Spawns Mosquitto and waits until it reports itself running and both listeners accept
+    /// TCP connections. Returns false when the process exited first (typically because a port
+    /// was taken). The log check matters: another test's broker could be answering on a port
+    /// this one failed to bind.
     fn try_spawn(&mut self) -> bool {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .expect("open broker log");
+        let log_start = log.metadata().expect("log metadata").len() as usize;
         let stderr = log.try_clone().expect("clone log handle");
         let child = Command::new(tool_path("mosquitto"))
             .arg("-c")
@@ -226,7 +229,11 @@ impl Broker {
                 exited = true;
                 return true;
             }
-            ports.iter().all(|&port| accepts_tcp(port))
+            let log = self.log();
+            let running = log
+                .get(log_start..)
+                .is_some_and(|new| new.contains(" running"));
+            running && ports.iter().all(|&port| accepts_tcp(port))
         });
         if exited {
             self.child = None;

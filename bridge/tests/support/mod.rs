@@ -15,6 +15,7 @@
 pub mod broker;
 pub mod cli;
 pub mod mqtt;
+pub mod stack;
 
 use std::fs::File;
 use std::io::Read;
