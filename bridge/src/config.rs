@@ -88,6 +88,9 @@ pub struct MqttConfig {
     pub shared_group: String,
     /// CA bundle (PEM) for `mqtts://` and `wss://`; the system roots are used when empty.
     pub ca_file: Option<PathBuf>,
+    /// Optional assertion that the connection is encrypted; it must agree with the scheme, so a
+    /// `wss://` URL can never end up in clear text, nor a `ws://` URL be believed secure.
+    pub tls: Option<bool>,
 }
 
 impl Default for MqttConfig {
@@ -103,6 +106,7 @@ impl Default for MqttConfig {
             default_routes: true,
             shared_group: String::new(),
             ca_file: None,
+            tls: None,
         }
     }
 }
@@ -569,8 +573,19 @@ impl Config {
             Ok(url) if url.is_tls() && self.mqtt.ca_file.as_ref().is_some_and(|p| !p.is_file()) => {
                 bad("mqtt.ca_file", "no such file".into());
             }
+            Ok(url) if self.mqtt.tls.is_some_and(|tls| tls != url.is_tls()) => {
+                let want = if url.is_tls() {
+                    "needs TLS: use ws:// or mqtt://"
+                } else {
+                    "is clear text"
+                };
+                bad(
+                    "mqtt.tls",
+                    format!("{} {want}, or drop mqtt.tls", url.display()),
+                );
+            }
             Ok(_) => {}
-            Err(e) => bad("mqtt.url", e.to_string()),
+            Err(e) => bad("mqtt.url", e),
         }
         if self.mqtt.username.is_empty() {
             bad(

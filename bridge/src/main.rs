@@ -170,9 +170,29 @@ fn dead_letter_command(config: &Config, command: DeadLetterCommand) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// Crates whose debug and trace output may contain credentials.
+const QUIET_LIBRARIES: [&str; 9] = [
+    "tungstenite",
+    "tokio_tungstenite",
+    "async_tungstenite",
+    "rumqttc",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "rustls",
+];
+
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Libraries that trace raw frames and bodies, which hold the MQTT and Twinzo passwords,
+    // are capped whatever the filter asks: secrets never reach the log, not even at trace.
+    for noisy in QUIET_LIBRARIES {
+        if let Ok(directive) = format!("{noisy}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

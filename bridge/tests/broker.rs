@@ -395,8 +395,8 @@ async fn probe_account_reads_nothing_but_uptime() {
     let probe = broker.probe();
     assert_eq!(probe.username, "healthprobe");
 
-    // $SYS/broker/version is retained, so a reader allowed to see it gets it right after the
-    // SUBACK; the uptime subscription comes last and must deliver the first publication.
+    // $SYS topics are retained, so each subscription below would be answered at once with
+    // whatever the ACL lets the probe see: uptime, and nothing else.
     let opts = mqtt::options(&broker, Via::Tcp, "probe", Some(&probe));
     let mut client = Client::connect(opts).await.expect("probe connects");
     for filter in [

@@ -200,6 +200,16 @@ pub struct BridgeProcess {
 
 impl BridgeProcess {
     pub fn start(env: Vec<(String, String)>, log_dir: &Path) -> BridgeProcess {
+        Self::start_with_log_level(env, log_dir, "info")
+    }
+
+    /// Starts with `RUST_LOG` set to `level`.
+    pub fn start_with_log_level(
+        mut env: Vec<(String, String)>,
+        log_dir: &Path,
+        level: &str,
+    ) -> BridgeProcess {
+        env.push(("RUST_LOG".into(), level.into()));
         let mut p = BridgeProcess {
             child: spawn(&env, &log_dir.join("bridge-0.log")),
             log: log_dir.join("bridge-0.log"),
@@ -267,7 +277,6 @@ fn spawn(env: &[(String, String)], log: &Path) -> Child {
         .arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
         .envs(env.iter().cloned())
         .stdout(Stdio::null())
         .stderr(file)
@@ -287,4 +296,28 @@ fn wait_listening(log: &Path) -> Option<SocketAddr> {
         std::thread::sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// Polls a bridge's `/api/status` until it reports the broker subscription.
+pub async fn wait_subscribed_http(addr: SocketAddr, token: Option<&str>) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut request = client.get(format!("http://{addr}/api/status"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Ok(response) = request.send().await {
+            if let Ok(status) = response.json::<serde_json::Value>().await {
+                if status["broker"]["subscribed"] == serde_json::Value::Bool(true) {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge at {addr} not subscribed within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
