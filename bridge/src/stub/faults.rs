@@ -20,6 +20,8 @@ pub(crate) struct Faults {
     statuses: VecDeque<StatusCode>,
     latency: Duration,
     retry_after: Option<Duration>,
+    /// Answer this status to every request until the instant (an outage of a set length).
+    failing: Option<(StatusCode, std::time::Instant)>,
 }
 
 impl Faults {
@@ -40,8 +42,21 @@ impl Faults {
         Ok(())
     }
 
+    /// Answers `status` to every localization request for `window`.
+    pub fn fail_for(&mut self, status: u16, window: Duration) -> Result<(), u16> {
+        let code = StatusCode::from_u16(status).map_err(|_| status)?;
+        self.failing = Some((code, std::time::Instant::now() + window));
+        Ok(())
+    }
+
     /// The next queued status, `None` when the request should be answered normally.
     pub fn next_status(&mut self) -> Option<StatusCode> {
+        if let Some((code, until)) = self.failing {
+            if std::time::Instant::now() < until {
+                return Some(code);
+            }
+            self.failing = None;
+        }
         self.statuses.pop_front().filter(|s| *s != StatusCode::OK)
     }
 

@@ -163,6 +163,13 @@ impl StubHandle {
         }
     }
 
+    /// Answers `status` to every localization request for `window` (an outage of set length).
+    pub fn fail_for(&self, status: u16, window: Duration) {
+        if let Err(code) = self.shared.faults().fail_for(status, window) {
+            panic!("{code} is not an HTTP status");
+        }
+    }
+
     /// `Retry-After` seconds sent with injected 429 and 503 (`None`: no header).
     pub fn set_retry_after(&self, after: Option<Duration>) {
         self.shared.faults().set_retry_after(after);

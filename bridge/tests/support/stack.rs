@@ -177,6 +177,7 @@ pub fn ati(robot: &str, seq: u64, pose: &[f64], battery: f64) -> (String, Vec<u8
         "sherpa_name": robot, "mode": "fleet", "error": "", "disabled": false, "disabled_reason": "",
         "pose": pose, "battery_status": battery, "trip_id": 1, "trip_leg_id": 2,
         "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "message_id": format!("{robot}-{seq}"),
     });
     (format!("ati/{robot}/status"), body.to_string().into_bytes())
 }
@@ -320,4 +321,76 @@ pub async fn wait_subscribed_http(addr: SocketAddr, token: Option<&str>) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `n` ATI messages spread over `robots` robots, each with a unique payload time.
+pub fn fleet_stream(n: u64, robots: u64) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            let robot = format!("bot-{:03}", i % robots);
+            let step = (i / robots) as f64;
+            ati(
+                &robot,
+                i,
+                &[step * 0.1, (i % robots) as f64, 0.0],
+                90.0 - (step % 80.0),
+            )
+        })
+        .collect()
+}
+
+/// Publishes `messages` at about `rate` per second at QoS 1 with a durable session, counting
+/// broker acknowledgements into `acked`; survives broker restarts (rumqttc resends in-flight
+/// messages after reconnecting). Returns when every message was acknowledged.
+pub async fn publish_stream(
+    broker_ws_url: String,
+    broker_ws_port: u16,
+    publisher: super::Creds,
+    client_id: String,
+    messages: Vec<(String, Vec<u8>)>,
+    rate: u64,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut opts = MqttOptions::new(client_id, broker_ws_url, broker_ws_port);
+    opts.set_transport(Transport::Ws)
+        .set_credentials(publisher.username, publisher.password)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(false)
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_inflight(200);
+    let (client, mut events) = AsyncClient::new(opts, 1000);
+    let total = messages.len();
+    let counter = acked.clone();
+    let poller = tokio::spawn(async move {
+        while counter.load(Ordering::Relaxed) < total {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while events.poll().await.is_ok() {}
+        })
+        .await;
+    });
+    let started = Instant::now();
+    for (i, (topic, payload)) in messages.into_iter().enumerate() {
+        let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .expect("publish queued");
+    }
+    tokio::time::timeout(Duration::from_secs(300), poller)
+        .await
+        .expect("broker acknowledged every message within 300 s")
+        .expect("publisher task");
+    let _ = client.try_disconnect();
 }
