@@ -25,7 +25,7 @@ use crate::transform::Affine;
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
 /// The whole configuration of the bridge.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub mqtt: MqttConfig,
@@ -45,24 +45,6 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            mqtt: MqttConfig::default(),
-            ati: AtiConfig::default(),
-            routes: Vec::new(),
-            twinzo: TwinzoConfig::default(),
-            devices: Vec::new(),
-            sectors: Vec::new(),
-            batch: BatchConfig::default(),
-            retry: RetryConfig::default(),
-            outbox: OutboxConfig::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-            shutdown: ShutdownConfig::default(),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

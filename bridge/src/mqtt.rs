@@ -88,8 +88,8 @@ impl BrokerUrl {
 
     /// The transport matching the scheme, so a `ws://` URL never runs under TLS settings or a
     /// `wss://` URL in clear text.
-    pub fn transport(&self, ca: Option<Vec<u8>>) -> Transport {
-        let tls = || match ca.clone() {
+    pub fn transport(&self, ca: Option<&[u8]>) -> Transport {
+        let tls = || match ca.map(<[u8]>::to_vec) {
             Some(ca) => rumqttc::TlsConfiguration::Simple {
                 ca,
                 alpn: None,
@@ -141,7 +141,7 @@ pub fn options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, String>
     };
     let mut options = MqttOptions::new(client_id, host, url.port);
     options
-        .set_transport(url.transport(ca))
+        .set_transport(url.transport(ca.as_deref()))
         .set_credentials(cfg.username.clone(), cfg.password.expose().to_string())
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_secs.max(5)))
         .set_clean_session(false)
@@ -352,8 +352,7 @@ mod tests {
 
     #[test]
     fn shared_group_prefixes_forwarded_filters_only() {
-        let mut cfg = MqttConfig::default();
-        cfg.shared_group = "bridges".into();
+        let cfg = MqttConfig { shared_group: "bridges".into(), ..MqttConfig::default() };
         let subs = subscriptions(&cfg, &["ati/+/status".into()]);
         assert_eq!(
             subs[0],

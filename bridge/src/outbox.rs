@@ -51,7 +51,7 @@ pub enum OutboxError {
         source: std::io::Error,
     },
     #[error("outbox storage error")]
-    Storage(#[from] redb::Error),
+    Storage(#[source] Box<redb::Error>),
     #[error("outbox record is corrupt")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -60,7 +60,7 @@ macro_rules! storage_from {
     ($($t:ty),*) => {$(
         impl From<$t> for OutboxError {
             fn from(e: $t) -> Self {
-                OutboxError::Storage(e.into())
+                OutboxError::Storage(Box::new(e.into()))
             }
         }
     )*};
@@ -217,7 +217,7 @@ impl Outbox {
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|e| e.into_inner())
+        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Commits records and dead letters in one durable transaction, dropping duplicates.
@@ -330,7 +330,7 @@ impl Outbox {
         &self,
         login: &str,
         delivered: &[u64],
-        rejected: Vec<(u64, DeadLetter)>,
+        rejected: &[(u64, DeadLetter)],
     ) -> Result<(), OutboxError> {
         let mut index = self.index();
         let mut seq = index.next_seq;
@@ -463,7 +463,7 @@ impl Outbox {
                 })
                 .collect::<Vec<_>>();
             total += letters.len();
-            self.finish(&login, &[], letters)?;
+            self.finish(&login, &[], &letters)?;
         }
         Ok(total)
     }

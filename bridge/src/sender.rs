@@ -224,7 +224,7 @@ impl Sender {
                 for (seq, p) in records {
                     match refused.get(&p.location.timestamp) {
                         Some(why) => {
-                            bad.push((seq, self.letter(&p, "twinzo_rejected", why.clone(), now)))
+                            bad.push((seq, self.letter(&p, "twinzo_rejected", why.clone(), now)));
                         }
                         None => ok.push(seq),
                     }
@@ -272,14 +272,14 @@ impl Sender {
         let outbox = self.outbox.clone();
         let login = login.to_string();
         let stored =
-            tokio::task::spawn_blocking(move || outbox.finish(&login, &delivered, rejected)).await;
+            tokio::task::spawn_blocking(move || outbox.finish(&login, &delivered, &rejected)).await;
         match stored {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %crate::error_chain(&e), "outbox update failed; records may be sent again");
             }
             Err(e) => {
-                tracing::error!(error = %e, "outbox update task failed; records may be sent again")
+                tracing::error!(error = %e, "outbox update task failed; records may be sent again");
             }
         }
     }

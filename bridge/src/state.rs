@@ -122,7 +122,7 @@ pub struct TwinzoSnapshot {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn rate(recent: &mut VecDeque<i64>, now: i64) -> f64 {
@@ -293,7 +293,7 @@ impl State {
                 t.clone()
             })
             .collect();
-        topics.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms));
+        topics.sort_by_key(|t| std::cmp::Reverse(t.last_seen_ms));
         let c = &self.counters;
         let counters = [
             ("received", &c.received),

@@ -62,7 +62,7 @@ fn a_key_seen_before_is_a_duplicate_even_after_delivery() {
     let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1)], 10).unwrap();
     let seqs: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
-    o.finish("a", &seqs, Vec::new()).unwrap();
+    o.finish("a", &seqs, &[]).unwrap();
     assert_eq!(o.stats().records, 0);
     let again = o
         .commit(vec![record("a", 1), record("a", 1), record("a", 2)], 20)
@@ -113,7 +113,7 @@ fn rejected_records_become_dead_letters_atomically() {
         100,
         11,
     );
-    o.finish("a", &[rows[0].0], vec![(rows[1].0, letter)])
+    o.finish("a", &[rows[0].0], &[(rows[1].0, letter)])
         .unwrap();
     let stats = o.stats();
     assert_eq!((stats.records, stats.dead_letters), (0, 1));

@@ -30,11 +30,8 @@ use crate::{error_chain, Backoff};
 const MAX_PACKET: usize = 256 * 1024 + 4096;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Reconnect delays: a simulator should be back quickly after a broker restart.
-const RECONNECT: Backoff = Backoff {
-    min: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-    factor: 2.0,
-};
+const RECONNECT: Backoff =
+    Backoff { min: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2.0 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -167,9 +164,6 @@ struct Resend {
 
 impl Resend {
     fn disconnected(&mut self, el: &mut EventLoop) {
-        if std::env::var_os("NO_RESEND").is_some() {
-            return;
-        }
         self.connected = false;
         let mut keep = VecDeque::with_capacity(el.pending.len());
         for request in el.pending.drain(..) {
@@ -183,10 +177,6 @@ impl Resend {
     }
 
     fn connected(&mut self, el: &mut EventLoop, session_present: bool) {
-        if std::env::var_os("NO_RESEND").is_some() {
-            self.connected = true;
-            return;
-        }
         self.connected = true;
         if session_present {
             // rumqttc kept its pending list and replays it.
@@ -205,9 +195,7 @@ impl Resend {
         while el.state.collision.is_none()
             && el.pending.len() + usize::from(el.state.inflight()) < window
         {
-            let Some(publish) = self.backlog.pop_front() else {
-                break;
-            };
+            let Some(publish) = self.backlog.pop_front() else { break };
             el.pending.push_back(Request::Publish(publish));
         }
     }
@@ -228,10 +216,7 @@ mod tests {
         assert!(matches!(transport("ws://broker:9001/mqtt"), Transport::Ws));
         // Without a panic: rustls needs a crypto provider chosen first.
         assert!(matches!(transport("mqtts://broker"), Transport::Tls(_)));
-        assert!(matches!(
-            transport("wss://broker.up.railway.app/mqtt"),
-            Transport::Wss(_)
-        ));
+        assert!(matches!(transport("wss://broker.up.railway.app/mqtt"), Transport::Wss(_)));
 
         let ws = options("ws://broker:9001/mqtt", "c", None, false, 10).unwrap();
         assert_eq!(ws.broker_address().0, "ws://broker:9001/mqtt");
@@ -253,9 +238,7 @@ mod tests {
         assert!(!o.clean_session());
         assert_eq!(o.credentials().map(|l| l.username), Some("u".to_owned()));
         assert_eq!(o.keep_alive(), KEEP_ALIVE);
-        assert!(options("mqtt://b", "c", None, false, 10)
-            .unwrap()
-            .clean_session());
+        assert!(options("mqtt://b", "c", None, false, 10).unwrap().clean_session());
     }
 
     #[test]
@@ -275,8 +258,7 @@ mod tests {
             p.pkid = pkid;
             Request::Publish(p)
         };
-        el.pending
-            .extend([publish(3), publish(0), publish(4), publish(0)]);
+        el.pending.extend([publish(3), publish(0), publish(4), publish(0)]);
 
         let mut resend = Resend::default();
         resend.disconnected(&mut el);
@@ -289,9 +271,7 @@ mod tests {
         assert_eq!(el.pending, VecDeque::from([publish(3), publish(4)]));
 
         // The backlog fills the window (10) but no further.
-        resend
-            .backlog
-            .extend((0..20).map(|_| Publish::new("t", rumqttc::QoS::AtLeastOnce, vec![1])));
+        resend.backlog.extend((0..20).map(|_| Publish::new("t", rumqttc::QoS::AtLeastOnce, vec![1])));
         resend.feed(&mut el);
         assert_eq!(el.pending.len(), 10);
         assert_eq!(resend.backlog.len(), 22 - 8);
