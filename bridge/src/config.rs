@@ -45,7 +45,6 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
 }
 
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {

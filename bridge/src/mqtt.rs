@@ -12,6 +12,12 @@
 //! a forwarded route, whatever its QoS. A broker that delivers one copy per subscription
 //! instead (the MQTT 3.1.1 alternative) produces two identical copies; the outbox drops the
 //! second as a duplicate of the first (same message id, or same login and time).
+//!
+//! Shared subscriptions (`mqtt.shared_group`): the broker hands each message of
+//! `$share/GROUP/ati/+/status` to one member of the group. A `#` watch beside it would give
+//! every member every message (Mosquitto raises that copy to the shared subscription's QoS,
+//! so it cannot be told apart), so in that mode there is no `#` watch: each member's topic
+//! explorer shows the share it received.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,7 +177,7 @@ pub fn subscriptions(cfg: &MqttConfig, forward_filters: &[String]) -> Vec<(Strin
             (filter, QoS::AtLeastOnce)
         })
         .collect();
-    if cfg.watch_all {
+    if cfg.watch_all && cfg.shared_group.is_empty() {
         subs.push(("#".into(), QoS::AtMostOnce));
     }
     subs
@@ -351,13 +357,18 @@ mod tests {
     }
 
     #[test]
-    fn shared_group_prefixes_forwarded_filters_only() {
-        let cfg = MqttConfig { shared_group: "bridges".into(), ..MqttConfig::default() };
+    fn shared_group_prefixes_forwarded_filters_and_drops_the_watch() {
+        let cfg = MqttConfig {
+            shared_group: "bridges".into(),
+            ..MqttConfig::default()
+        };
         let subs = subscriptions(&cfg, &["ati/+/status".into()]);
         assert_eq!(
             subs[0],
             ("$share/bridges/ati/+/status".to_string(), QoS::AtLeastOnce)
         );
-        assert_eq!(subs[1], ("#".to_string(), QoS::AtMostOnce));
+        assert_eq!(subs.len(), 1, "no # watch beside a shared subscription");
+        let plain = subscriptions(&MqttConfig::default(), &["ati/+/status".into()]);
+        assert_eq!(plain[1], ("#".to_string(), QoS::AtMostOnce));
     }
 }

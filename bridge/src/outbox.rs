@@ -217,7 +217,9 @@ impl Outbox {
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Commits records and dead letters in one durable transaction, dropping duplicates.

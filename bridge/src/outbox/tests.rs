@@ -113,8 +113,7 @@ fn rejected_records_become_dead_letters_atomically() {
         100,
         11,
     );
-    o.finish("a", &[rows[0].0], &[(rows[1].0, letter)])
-        .unwrap();
+    o.finish("a", &[rows[0].0], &[(rows[1].0, letter)]).unwrap();
     let stats = o.stats();
     assert_eq!((stats.records, stats.dead_letters), (0, 1));
     let letters = o.dead_letters(0, 10).unwrap();

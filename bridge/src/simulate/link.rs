@@ -30,8 +30,11 @@ use crate::{error_chain, Backoff};
 const MAX_PACKET: usize = 256 * 1024 + 4096;
 const KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// Reconnect delays: a simulator should be back quickly after a broker restart.
-const RECONNECT: Backoff =
-    Backoff { min: Duration::from_millis(100), max: Duration::from_secs(5), factor: 2.0 };
+const RECONNECT: Backoff = Backoff {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    factor: 2.0,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -195,7 +198,9 @@ impl Resend {
         while el.state.collision.is_none()
             && el.pending.len() + usize::from(el.state.inflight()) < window
         {
-            let Some(publish) = self.backlog.pop_front() else { break };
+            let Some(publish) = self.backlog.pop_front() else {
+                break;
+            };
             el.pending.push_back(Request::Publish(publish));
         }
     }
@@ -216,7 +221,10 @@ mod tests {
         assert!(matches!(transport("ws://broker:9001/mqtt"), Transport::Ws));
         // Without a panic: rustls needs a crypto provider chosen first.
         assert!(matches!(transport("mqtts://broker"), Transport::Tls(_)));
-        assert!(matches!(transport("wss://broker.up.railway.app/mqtt"), Transport::Wss(_)));
+        assert!(matches!(
+            transport("wss://broker.up.railway.app/mqtt"),
+            Transport::Wss(_)
+        ));
 
         let ws = options("ws://broker:9001/mqtt", "c", None, false, 10).unwrap();
         assert_eq!(ws.broker_address().0, "ws://broker:9001/mqtt");
@@ -238,7 +246,9 @@ mod tests {
         assert!(!o.clean_session());
         assert_eq!(o.credentials().map(|l| l.username), Some("u".to_owned()));
         assert_eq!(o.keep_alive(), KEEP_ALIVE);
-        assert!(options("mqtt://b", "c", None, false, 10).unwrap().clean_session());
+        assert!(options("mqtt://b", "c", None, false, 10)
+            .unwrap()
+            .clean_session());
     }
 
     #[test]
@@ -258,7 +268,8 @@ mod tests {
             p.pkid = pkid;
             Request::Publish(p)
         };
-        el.pending.extend([publish(3), publish(0), publish(4), publish(0)]);
+        el.pending
+            .extend([publish(3), publish(0), publish(4), publish(0)]);
 
         let mut resend = Resend::default();
         resend.disconnected(&mut el);
@@ -271,7 +282,9 @@ mod tests {
         assert_eq!(el.pending, VecDeque::from([publish(3), publish(4)]));
 
         // The backlog fills the window (10) but no further.
-        resend.backlog.extend((0..20).map(|_| Publish::new("t", rumqttc::QoS::AtLeastOnce, vec![1])));
+        resend
+            .backlog
+            .extend((0..20).map(|_| Publish::new("t", rumqttc::QoS::AtLeastOnce, vec![1])));
         resend.feed(&mut el);
         assert_eq!(el.pending.len(), 10);
         assert_eq!(resend.backlog.len(), 22 - 8);

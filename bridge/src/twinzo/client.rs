@@ -246,7 +246,10 @@ impl Twinzo {
     /// The login's token, authenticating when there is none, it is due for refresh, or `force`.
     async fn token(&self, login: &str, password: &Secret, force: bool) -> Result<Token, Delivery> {
         let slot = {
-            let mut tokens = self.tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut tokens = self
+                .tokens
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             tokens.entry(login.to_string()).or_default().clone()
         };
         let mut guard = slot.lock().await;
