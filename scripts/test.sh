@@ -3,7 +3,8 @@
 # formatting, clippy with warnings denied, then every test.
 #
 # The integration tests start their own Mosquitto on ports they pick, so they need the broker
-# and its command line clients, and docker-compose to validate docker-compose.yml. Missing tools
+# and its command line clients, docker-compose to validate docker-compose.yml, and Chromium for
+# the dashboard's browser test. Missing tools
 # are installed when this runs as root on a system with apt-get; otherwise the script prints
 # the command to run and fails. A system Mosquitto that Debian starts after installing is never
 # used by the tests and does not get in their way.
@@ -17,7 +18,7 @@ have() {
 
 packages=(mosquitto mosquitto-clients docker-compose)
 missing=()
-for tool in mosquitto mosquitto_passwd mosquitto_pub mosquitto_sub docker-compose; do
+for tool in mosquitto mosquitto_passwd mosquitto_pub mosquitto_sub docker-compose chromium; do
     have "$tool" || missing+=("$tool")
 done
 
@@ -28,9 +29,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
         apt-get update
         # Without recommends: docker-compose would otherwise pull in the whole Docker engine.
         apt-get install -y --no-install-recommends "${packages[@]}"
+        # The dashboard's browser test drives Debian's Chromium (with its fonts).
+        have chromium || apt-get install -y chromium
     else
         echo "test.sh: missing ${missing[*]}; install them with:" >&2
         echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends ${packages[*]}" >&2
+        echo "    sudo apt-get install -y chromium" >&2
         exit 1
     fi
 fi

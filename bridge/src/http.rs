@@ -12,6 +12,7 @@
 //! With `http.auth_token` set, every route but `/live` and `/ready` needs
 //! `Authorization: Bearer TOKEN`, or `?token=TOKEN` (browsers cannot set headers on an
 //! `EventSource`), or the `bridge_token` cookie that the dashboard sets after asking once.
+//! Refused at `/`, a browser still gets the page (401, no data in it) so that it can ask.
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -88,11 +89,17 @@ async fn require_token(Extract(shared): Extract<Shared>, request: Request, next:
     {
         return next.run(request).await;
     }
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        "unauthorized: set Authorization: Bearer <http.auth_token>\n",
-    )
-        .into_response();
+    // A browser at `/` gets the page itself (it holds no data), which asks for the token when
+    // its first `api/status` call is refused and keeps it in the `bridge_token` cookie.
+    let mut response = if request.uri().path() == "/" {
+        (StatusCode::UNAUTHORIZED, Html(DASHBOARD)).into_response()
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: set Authorization: Bearer <http.auth_token>\n",
+        )
+            .into_response()
+    };
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),

@@ -151,7 +151,7 @@ fn dead_letter_command(config: &Config, command: DeadLetterCommand) -> anyhow::R
     let outbox = Outbox::open(&config.outbox.path, config.outbox.dedup_window_secs)?;
     match command {
         DeadLetterCommand::List { after, limit } => {
-            print!("{}", dead_letters::list(&outbox, after, limit)?)
+            print!("{}", dead_letters::list(&outbox, after, limit)?);
         }
         DeadLetterCommand::Show { id } => println!("{}", dead_letters::show(&outbox, id)?),
         DeadLetterCommand::Replay { ids } => {

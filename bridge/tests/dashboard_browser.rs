@@ -105,6 +105,10 @@ struct Page {
     next_id: u64,
     /// Uncaught exceptions the page reported (`Runtime.exceptionThrown`).
     exceptions: Vec<String>,
+    /// What to type into a `prompt()`; `None` dismisses it.
+    prompt_answer: Option<String>,
+    /// The messages of the dialogs the page opened.
+    dialogs: Vec<String>,
 }
 
 impl Page {
@@ -124,6 +128,8 @@ impl Page {
             session: String::new(),
             next_id: 0,
             exceptions: Vec::new(),
+            prompt_answer: None,
+            dialogs: Vec::new(),
         };
         let target = page.call("Target.createTarget", json!({ "url": "about:blank" }));
         let target_id = target["targetId"].as_str().expect("targetId").to_string();
@@ -140,17 +146,25 @@ impl Page {
         page
     }
 
-    /// Sends one command and returns its `result`, keeping the events that matter meanwhile.
-    fn call(&mut self, method: &str, params: Value) -> Value {
+    /// Sends one command without waiting; returns its id.
+    fn send(&mut self, method: &str, params: Value) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
-        let mut command = json!({ "id": id, "method": method, "params": params });
+        let mut command = json!({ "id": id, "method": method });
+        command["params"] = params;
         if !self.session.is_empty() {
             command["sessionId"] = json!(self.session);
         }
         self.ws
             .send(Message::text(command.to_string()))
             .expect("send devtools command");
+        id
+    }
+
+    /// Sends one command and returns its `result`, handling the events that matter meanwhile:
+    /// exceptions are kept, dialogs are answered (a page blocked on one answers nothing else).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.send(method, params);
         loop {
             let message = match self.ws.read() {
                 Ok(Message::Text(text)) => text,
@@ -166,6 +180,15 @@ impl Page {
                     panic!("{method} failed: {error}");
                 }
                 return value["result"].clone();
+            }
+            if value["method"] == "Page.javascriptDialogOpening" {
+                let message = value["params"]["message"].as_str().unwrap_or_default();
+                self.dialogs.push(message.to_string());
+                let answer = self.prompt_answer.clone();
+                self.send(
+                    "Page.handleJavaScriptDialog",
+                    json!({ "accept": answer.is_some(), "promptText": answer.unwrap_or_default() }),
+                );
             }
             if value["method"] == "Runtime.exceptionThrown" {
                 let details = &value["params"]["exceptionDetails"];
@@ -197,13 +220,18 @@ impl Page {
     }
 
     /// Polls `expression` until it evaluates to `true`; panics naming `what` after [`WAIT`].
+    /// A page still loading may throw (no `body` yet): that counts as not yet.
     async fn until(&mut self, what: &str, expression: &str) {
         let deadline = Instant::now() + WAIT;
-        while self.eval(expression) != json!(true) {
+        let guarded = format!("(() => {{ try {{ return ({expression}) === true; }} catch (e) {{ return false; }} }})()");
+        while self.eval(&guarded) != json!(true) {
             assert!(
                 Instant::now() < deadline,
-                "timed out after {WAIT:?} waiting for {what}; page state: {}",
-                self.eval(PAGE_STATE)
+                "timed out after {WAIT:?} waiting for {what}; page state: {}; dialogs: {:?}; \
+                 exceptions: {:?}",
+                self.eval(PAGE_STATE),
+                self.dialogs,
+                self.exceptions
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -231,12 +259,15 @@ impl Page {
 }
 
 /// What the failure messages show of the page.
-const PAGE_STATE: &str = "JSON.stringify({ \
+const PAGE_STATE: &str = "(() => { try { return JSON.stringify({ \
     updated: document.body.dataset.updated, \
     rows: [...document.querySelectorAll('#robots tr[data-device]')].map(r => r.dataset.device), \
     markers: [...document.querySelectorAll('#map [data-device]')].map(m => m.dataset.device), \
     status: document.getElementById('status').textContent, \
-    reason: document.getElementById('reason').textContent })";
+    reason: document.getElementById('reason').textContent, \
+    href: location.href, cookie: document.cookie, \
+    net: performance.getEntries().map(e => e.name + ' ' + e.responseStatus) }); \
+    } catch (e) { return String(e); } })()";
 
 /// Decodes standard base64 (what DevTools returns screenshots in).
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -319,6 +350,43 @@ fn sector_config(dir: &Path) -> PathBuf {
     file
 }
 
+/// Mosquitto, the stand-in and the bridge in process, with the sector of [`sector_config`].
+struct Stack {
+    broker: Broker,
+    bridge: stack::InProcess,
+    stop: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Device mode; `api_key` switches to API-key mode (ready without a delivery).
+    async fn start(api_key: bool, extra: &[(&str, &str)]) -> Stack {
+        let broker = Broker::start();
+        let stop = CancellationToken::new();
+        let stub = stack::start_stub(&stop).await;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut env = stack::bridge_env(&broker, stub.addr, dir.path());
+        if api_key {
+            stack::api_key_mode(&mut env);
+        }
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = stack::load(&env, Some(&sector_config(dir.path())));
+        let bridge = stack::start_bridge(config).await;
+        stack::wait_subscribed(&bridge.running.state).await;
+        Stack {
+            broker,
+            bridge,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.bridge.stop().await;
+        self.stop.cancel();
+    }
+}
+
 /// The page's row and marker for tugger-01 both sit at Twinzo X `x_mm`.
 fn tugger_01_at(x_mm: i64) -> String {
     format!(
@@ -329,19 +397,12 @@ fn tugger_01_at(x_mm: i64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_five_robots_and_updates_live() {
-    let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let env = stack::bridge_env(&broker, stub.addr, dir.path());
-    let config = stack::load(&env, Some(&sector_config(dir.path())));
-    let bridge = stack::start_bridge(config).await;
-    stack::wait_subscribed(&bridge.running.state).await;
-    publish(&broker, "pub-dash-0", &round(0)).await;
+    let mut stack = Stack::start(false, &[]).await;
+    publish(&stack.broker, "pub-dash-0", &round(0)).await;
 
     let mut chromium = Chromium::launch();
     let mut page = Page::open(&chromium.devtools_url());
-    page.navigate(&format!("{}/", bridge.base()));
+    page.navigate(&format!("{}/", stack.bridge.base()));
 
     // The five robots appear in the table and on the map.
     page.until(
@@ -368,7 +429,7 @@ async fn dashboard_shows_five_robots_and_updates_live() {
         .expect("data-updated is a number");
     assert!(before > 0, "data-updated is set after the first event");
     for step in 1..=5 {
-        publish(&broker, &format!("pub-dash-{step}"), &round(step)).await;
+        publish(&stack.broker, &format!("pub-dash-{step}"), &round(step)).await;
         let x_mm = (pose(0, step)[0] * 1000.0).round() as i64;
         page.until(
             &format!("tugger-01 at X {x_mm} mm (step {step})"),
@@ -405,6 +466,17 @@ async fn dashboard_shows_five_robots_and_updates_live() {
     .await;
     page.screenshot(&artifacts.join("dashboard-phone.png"), true);
 
+    // The broker goes away: the header says so, with the reason.
+    page.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    stack.broker.stop();
+    page.until(
+        "the header to report the broker down",
+        "document.getElementById('status').textContent === 'not ready' \
+         && document.getElementById('reason').textContent.startsWith('Broker not connected')",
+    )
+    .await;
+    page.screenshot(&artifacts.join("dashboard-broker-down.png"), false);
+
     assert!(
         page.exceptions.is_empty(),
         "the page threw: {:?}",
@@ -412,6 +484,57 @@ async fn dashboard_shows_five_robots_and_updates_live() {
     );
     drop(page);
     drop(chromium);
-    bridge.stop().await;
-    stop.cancel();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_asks_for_the_token_once_and_keeps_it_in_a_cookie() {
+    const TOKEN: &str = "browser-token-51c2e8";
+    let stack = Stack::start(true, &[("BRIDGE_HTTP__AUTH_TOKEN", TOKEN)]).await;
+    let base = stack.bridge.base();
+
+    let mut chromium = Chromium::launch();
+    let mut page = Page::open(&chromium.devtools_url());
+    page.prompt_answer = Some(TOKEN.to_string());
+
+    // Refused at `/`, the browser still gets the page, which asks once and connects.
+    page.navigate(&format!("{base}/"));
+    page.until(
+        "the page to connect with the token it asked for",
+        "Number(document.body.dataset.updated) > 0",
+    )
+    .await;
+    assert_eq!(page.dialogs.len(), 1, "one question: {:?}", page.dialogs);
+    assert!(page.dialogs[0].contains("token"), "{:?}", page.dialogs);
+    let cookie = page.eval("document.cookie");
+    assert_eq!(cookie, json!(format!("bridge_token={TOKEN}")));
+
+    // The next visit passes on the cookie: no second question.
+    page.eval("window.__previous = true");
+    page.navigate(&format!("{base}/"));
+    page.until(
+        "a fresh page connected on the cookie",
+        "window.__previous === undefined && Number(document.body.dataset.updated) > 0",
+    )
+    .await;
+    assert_eq!(page.dialogs.len(), 1, "asked again: {:?}", page.dialogs);
+
+    // A token in the URL is taken into the cookie and removed from the address bar.
+    page.call("Network.clearBrowserCookies", json!({}));
+    page.navigate(&format!("{base}/?token={TOKEN}"));
+    page.until(
+        "the page connected with the token from its URL",
+        "location.search === '' && Number(document.body.dataset.updated) > 0",
+    )
+    .await;
+    assert_eq!(page.eval("document.cookie"), cookie);
+    assert_eq!(page.dialogs.len(), 1, "asked again: {:?}", page.dialogs);
+    assert!(
+        page.exceptions.is_empty(),
+        "the page threw: {:?}",
+        page.exceptions
+    );
+    drop(page);
+    drop(chromium);
+    stack.stop().await;
 }

@@ -1,0 +1,289 @@
+//! The benchmark (`scripts/bench.sh`): one machine, one go, release build. A real Mosquitto
+//! with the project's config, the Twinzo stand-in with a realistic latency, and the bridge
+//! binary with its outbox on. Prints a table:
+//!
+//! 1. the ceiling: how fast Mosquitto delivers the stream to a plain QoS 1 subscriber;
+//! 2. the bridge's sustained end-to-end rate (publish to accepted) and its ratio to the ceiling;
+//! 3. latency p50/p99/max from publish to acceptance at 1,000 and 10,000 msg/s;
+//! 4. the bridge's peak RSS and CPU seconds per 100,000 messages;
+//! 5. how long the backlog of a 60 s Twinzo outage at 1,000 msg/s takes to drain.
+//!
+//! Built only with `--features bench` (a `harness = false` target), so `cargo test` in CI does
+//! not run it. Sizes shrink with `BENCH_SCALE=0.1` for a quick look.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
+use support::stack::{self, BridgeProcess};
+use support::Broker;
+use tokio_util::sync::CancellationToken;
+
+const LATENCY_MS: u64 = 50;
+const BATCH_AGE_MS: u64 = 100;
+
+fn scale() -> f64 {
+    std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
+}
+
+fn scaled(n: u64) -> u64 {
+    ((n as f64 * scale()) as u64).max(100)
+}
+
+/// ATI messages whose payload time is stamped when they are sent, so acceptance time minus
+/// payload time is the end-to-end latency.
+fn message(run: &str, robot: u64, seq: u64, now_ms: i64) -> (String, Vec<u8>) {
+    let ts = chrono::DateTime::from_timestamp_millis(now_ms).unwrap();
+    let body = serde_json::json!({
+        "sherpa_name": format!("bot-{robot:03}"), "mode": "fleet", "error": "", "disabled": false,
+        "pose": [seq as f64 * 0.01, robot as f64, 0.0], "battery_status": 80.0,
+        "timestamp": ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "message_id": format!("{run}-{robot}-{seq}"),
+    });
+    (
+        format!("ati/bot-{robot:03}/status"),
+        body.to_string().into_bytes(),
+    )
+}
+
+/// Publishes `n` messages from `robots` robots at `rate`/s (0: as fast as possible), with
+/// payload times that are unique per robot. Returns when the broker acknowledged all.
+async fn publish(broker: &Broker, id: &str, n: u64, robots: u64, rate: u64) -> Duration {
+    let mut opts = MqttOptions::new(id, broker.ws_url(), broker.ws_port);
+    opts.set_transport(Transport::Ws)
+        .set_credentials(
+            broker.publisher.username.clone(),
+            broker.publisher.password.clone(),
+        )
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_inflight(500);
+    let (client, mut events) = AsyncClient::new(opts, 2000);
+    let acked = Arc::new(AtomicUsize::new(0));
+    let counter = acked.clone();
+    let poller = tokio::spawn(async move {
+        while counter.load(Ordering::Relaxed) < n as usize {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut last_ms = vec![0i64; robots as usize];
+    for i in 0..n {
+        if rate > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let robot = i % robots;
+        let now = chrono::Utc::now()
+            .timestamp_millis()
+            .max(last_ms[robot as usize] + 1);
+        last_ms[robot as usize] = now;
+        let (topic, payload) = message(id, robot, i / robots, now);
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+    poller.await.unwrap();
+    started.elapsed()
+}
+
+/// Mosquitto's delivery rate of `n` messages to a subscriber that only acknowledges.
+async fn ceiling(broker: &Broker, n: u64) -> f64 {
+    let mut opts = MqttOptions::new("plain-subscriber", broker.ws_url(), broker.ws_port);
+    opts.set_transport(Transport::Ws)
+        .set_credentials(
+            broker.bridge.username.clone(),
+            broker.bridge.password.clone(),
+        )
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    client
+        .subscribe("ati/+/status", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    loop {
+        if let Ok(Event::Incoming(Packet::SubAck(_))) = events.poll().await {
+            break;
+        }
+    }
+    let received = tokio::spawn(async move {
+        let mut count = 0;
+        let mut first: Option<Instant> = None;
+        while count < n {
+            if let Ok(Event::Incoming(Packet::Publish(_))) = events.poll().await {
+                first.get_or_insert_with(Instant::now);
+                count += 1;
+            }
+        }
+        first.unwrap().elapsed()
+    });
+    let started = Instant::now();
+    publish(broker, "pub-ceiling", n, 100, 0).await;
+    let _ = received.await.unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Latencies (ms) of the stand-in's acceptances since `from`, from payload time.
+fn latencies(stub: &twinzo_bridge::stub::StubHandle, from: usize) -> (i64, i64, i64) {
+    let mut l: Vec<i64> = stub.accepted()[from..]
+        .iter()
+        .map(|a| a.received_at_ms - a.timestamp)
+        .collect();
+    l.sort_unstable();
+    (
+        percentile(&l, 0.5),
+        percentile(&l, 0.99),
+        *l.last().unwrap(),
+    )
+}
+
+/// Peak RSS (kB) and CPU seconds of a process, from /proc.
+fn usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (hwm, ticks as f64 / 100.0)
+}
+
+async fn wait_accepted(stub: &twinzo_bridge::stub::StubHandle, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while stub.stats().accepted < n as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "stand-in accepted {} of {n}",
+            stub.stats().accepted
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    // 1. The ceiling, on a broker of its own.
+    let n_ceiling = scaled(100_000);
+    let broker = Broker::start();
+    let ceiling = ceiling(&broker, n_ceiling).await;
+    drop(broker);
+    rows.push((
+        "Mosquitto ceiling, plain QoS 1 subscriber (msg/s)".into(),
+        format!("{ceiling:.0}"),
+    ));
+
+    let broker = Broker::start();
+    let stop = CancellationToken::new();
+    let stub = stack::start_stub(&stop).await;
+    stub.set_latency(Duration::from_millis(LATENCY_MS));
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = stack::bridge_env(&broker, stub.addr, dir.path());
+    env.retain(|(k, _)| k != "BRIDGE_BATCH__MAX_AGE_MS");
+    env.push(("BRIDGE_BATCH__MAX_AGE_MS".into(), BATCH_AGE_MS.to_string()));
+    env.push(("BRIDGE_TWINZO__MAX_CONCURRENT_REQUESTS".into(), "32".into()));
+    let bridge = BridgeProcess::start(env, dir.path());
+    let pid = bridge.child.id();
+    stack::wait_subscribed_http(bridge.http.expect("bridge listening"), None).await;
+
+    // 2. Sustained rate: publish as fast as the broker takes it, time to the last acceptance.
+    let n = scaled(100_000);
+    let (_, cpu_before) = usage(pid);
+    let started = Instant::now();
+    let _ = publish(&broker, "pub-max", n, 100, 0).await;
+    wait_accepted(&stub, n as usize).await;
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let (_, cpu_after) = usage(pid);
+    rows.push((
+        "Bridge sustained end-to-end (msg/s)".into(),
+        format!("{rate:.0}"),
+    ));
+    rows.push((
+        "Ratio to the ceiling".into(),
+        format!("{:.0} %", 100.0 * rate / ceiling),
+    ));
+    rows.push((
+        "Bridge CPU seconds per 100,000 messages".into(),
+        format!("{:.2}", (cpu_after - cpu_before) * 100_000.0 / n as f64),
+    ));
+
+    // 3. Latency at 1,000 msg/s (100 robots at 10 Hz) and at 10,000 msg/s.
+    for (rate, secs) in [(1_000u64, 20u64), (10_000, 10)] {
+        let from = stub.accepted().len();
+        let count = scaled(rate * secs);
+        publish(&broker, &format!("pub-{rate}"), count, 100, rate).await;
+        wait_accepted(&stub, from + count as usize).await;
+        let (p50, p99, max) = latencies(&stub, from);
+        rows.push((format!("Latency at {rate} msg/s, p50 / p99 / max (ms; batch age {BATCH_AGE_MS} ms, Twinzo {LATENCY_MS} ms)"), format!("{p50} / {p99} / {max}")));
+    }
+    let (rss_kb, _) = usage(pid);
+    rows.push((
+        "Bridge peak RSS (MB)".into(),
+        format!("{:.1}", rss_kb as f64 / 1024.0),
+    ));
+
+    // 5. A 60 s outage at 1,000 msg/s, then the time to drain the backlog.
+    let outage = Duration::from_secs_f64(60.0 * scale().min(1.0)).max(Duration::from_secs(5));
+    let from = stub.stats().accepted as usize;
+    let count = (outage.as_secs() * 1_000) as usize;
+    stub.fail_for(503, outage);
+    let ended = Instant::now() + outage;
+    publish(&broker, "pub-outage", count as u64, 100, 1_000).await;
+    if let Some(wait) = ended.checked_duration_since(Instant::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    let recovered = Instant::now();
+    wait_accepted(&stub, from + count).await;
+    rows.push((
+        format!(
+            "Drain of a {} s outage backlog at 1,000 msg/s (s)",
+            outage.as_secs()
+        ),
+        format!("{:.1}", recovered.elapsed().as_secs_f64()),
+    ));
+
+    println!(
+        "\ntwinzo-bridge benchmark: commit {commit}, {cores} cores, scale {}",
+        scale()
+    );
+    println!("| measure | value |\n|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+    stop.cancel();
+}
