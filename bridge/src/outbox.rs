@@ -80,8 +80,36 @@ pub struct Pending {
     pub location: Location,
     pub topic: String,
     /// The original payload, kept so a rejected record can be replayed after a config fix.
+    /// Stored beside the JSON, not in it, so it is never escaped and unescaped.
+    #[serde(skip)]
     pub payload: String,
     pub enqueued_at_ms: i64,
+}
+
+impl Pending {
+    /// The stored form: the length of the JSON head (4 bytes, little endian), the head, then
+    /// the payload as it came.
+    fn encode(&self) -> Result<Vec<u8>, OutboxError> {
+        let head = serde_json::to_vec(self)?;
+        let mut out = Vec::with_capacity(4 + head.len() + self.payload.len());
+        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(self.payload.as_bytes());
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Pending, OutboxError> {
+        let corrupt = || OutboxError::Corrupt(serde::de::Error::custom("truncated outbox record"));
+        let len_bytes: [u8; 4] = bytes
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(len_bytes) as usize;
+        let head = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+        let mut pending: Pending = serde_json::from_slice(head)?;
+        pending.payload = String::from_utf8_lossy(&bytes[4 + len..]).into_owned();
+        Ok(pending)
+    }
 }
 
 /// A message or record set aside, with why.
@@ -173,10 +201,14 @@ impl Outbox {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|source| OutboxError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        // redb's page cache defaults to 1 GiB; the outbox is read mostly at its head.
+        let db = redb::Builder::new()
+            .set_cache_size(16 * 1024 * 1024)
+            .create(path)
+            .map_err(|source| OutboxError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let tx = db.begin_write()?;
         let mut index = Index::default();
         {
@@ -184,7 +216,7 @@ impl Outbox {
             for row in pending.iter()? {
                 let (key, value) = row?;
                 let (login, seq) = key.value();
-                let record: Pending = serde_json::from_slice(value.value())?;
+                let record = Pending::decode(value.value())?;
                 let size = value.value().len() as u32;
                 index
                     .logins
@@ -229,8 +261,14 @@ impl Outbox {
             return Ok(done);
         }
         let now = now_ms.max(0) as u64;
-        let mut index = self.index();
-        let mut seq = index.next_seq;
+        // Sequence numbers are taken up front so the index is not locked during the fsync
+        // (the sender and the HTTP server read it meanwhile); a duplicate leaves a gap.
+        let (mut seq, newest_seen) = {
+            let mut index = self.index();
+            let base = index.next_seq;
+            index.next_seq += entries.len() as u64;
+            (base, index.newest_seen_ms)
+        };
         let mut added: Vec<(String, u64, i64, u32)> = Vec::new();
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate);
@@ -251,7 +289,7 @@ impl Outbox {
                         }
                         seen.insert(key.as_str(), now)?;
                         order.insert((now, key.as_str()), ())?;
-                        let bytes = serde_json::to_vec(&record)?;
+                        let bytes = record.encode()?;
                         pending.insert((record.login.as_str(), seq), bytes.as_slice())?;
                         added.push((
                             record.login.clone(),
@@ -270,12 +308,12 @@ impl Outbox {
                     }
                 }
             }
-            tx.open_table(META)?.insert("next_seq", seq)?;
-            self.prune_seen(&mut seen, &mut order, now.max(index.newest_seen_ms))?;
+            raise_next_seq(&tx, seq)?;
+            self.prune_seen(&mut seen, &mut order, now.max(newest_seen))?;
         }
         tx.commit()?;
 
-        index.next_seq = seq;
+        let mut index = self.index();
         index.newest_seen_ms = index.newest_seen_ms.max(now);
         index.dead += done.dead as u64;
         for (login, seq, at, size) in added {
@@ -322,7 +360,7 @@ impl Outbox {
         let mut out = Vec::with_capacity(max);
         for row in table.range((login, 0)..=(login, u64::MAX))?.take(max) {
             let (key, value) = row?;
-            out.push((key.value().1, serde_json::from_slice(value.value())?));
+            out.push((key.value().1, Pending::decode(value.value())?));
         }
         Ok(out)
     }
@@ -334,10 +372,22 @@ impl Outbox {
         delivered: &[u64],
         rejected: &[(u64, DeadLetter)],
     ) -> Result<(), OutboxError> {
-        let mut index = self.index();
-        let mut seq = index.next_seq;
+        let (mut seq, empties) = {
+            let mut index = self.index();
+            let base = index.next_seq;
+            index.next_seq += rejected.len() as u64;
+            let leaving = (delivered.len() + rejected.len()) as u64;
+            (base, index.records <= leaving)
+        };
         let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::Immediate);
+        // Removing a delivered record need not be fsynced: lost in a crash, it is only sent
+        // again (a duplicate Twinzo answers with `Update`), never lost. The next ingest commit,
+        // which is fsynced, makes it durable; so does this one when it empties the outbox.
+        tx.set_durability(if empties {
+            Durability::Immediate
+        } else {
+            Durability::None
+        });
         {
             let mut pending = tx.open_table(PENDING)?;
             let mut dead = tx.open_table(DEAD)?;
@@ -350,11 +400,11 @@ impl Outbox {
                 dead.insert(seq, serde_json::to_vec(&letter)?.as_slice())?;
                 seq += 1;
             }
-            tx.open_table(META)?.insert("next_seq", seq)?;
+            raise_next_seq(&tx, seq)?;
         }
         tx.commit()?;
 
-        index.next_seq = seq;
+        let mut index = self.index();
         index.dead += rejected.len() as u64;
         let gone: std::collections::HashSet<u64> = delivered
             .iter()
@@ -381,13 +431,13 @@ impl Outbox {
         Ok(())
     }
 
-    /// Logins whose batch should go now: at least `batch` records, or the oldest at least
-    /// `max_age_ms` old, or any records at all when `force`. `skip` excludes busy logins.
+    /// Logins whose batch should go now: at least `batch` records, or an oldest record
+    /// enqueued at or before `cutoff_ms` (the sender's last flush tick), or any records at all
+    /// when `force`. `skip` excludes busy logins.
     pub fn ready(
         &self,
-        now_ms: i64,
         batch: usize,
-        max_age_ms: i64,
+        cutoff_ms: i64,
         force: bool,
         skip: impl Fn(&str) -> bool,
     ) -> Vec<String> {
@@ -399,22 +449,10 @@ impl Outbox {
                 !skip(login)
                     && (force
                         || q.len() >= batch
-                        || q.front()
-                            .is_some_and(|(_, at, _)| now_ms - at >= max_age_ms))
+                        || q.front().is_some_and(|(_, at, _)| *at <= cutoff_ms))
             })
             .map(|(login, _)| login.clone())
             .collect()
-    }
-
-    /// The soonest time a non-skipped login becomes due by age.
-    pub fn next_due_ms(&self, max_age_ms: i64, skip: impl Fn(&str) -> bool) -> Option<i64> {
-        let index = self.index();
-        index
-            .logins
-            .iter()
-            .filter(|(login, _)| !skip(login))
-            .filter_map(|(_, q)| q.front().map(|(_, at, _)| at + max_age_ms))
-            .min()
     }
 
     /// Moves records enqueued before `cutoff_ms` to dead letters with reason `expired`.
@@ -531,6 +569,16 @@ impl Outbox {
         index.dead = index.dead.saturating_sub(removed);
         Ok(removed)
     }
+}
+
+/// Stores the next sequence number, never lowering it (commits may finish out of order).
+fn raise_next_seq(tx: &redb::WriteTransaction, seq: u64) -> Result<(), OutboxError> {
+    let mut meta = tx.open_table(META)?;
+    let stored = meta.get("next_seq")?.map_or(0, |v| v.value());
+    if seq > stored {
+        meta.insert("next_seq", seq)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -46,7 +46,8 @@ struct Memory {
 
 /// The per-message work of the ingest, free of I/O.
 pub struct Ingest {
-    routes: Vec<(RouteConfig, Reader)>,
+    /// Each route with its reader and its metrics label (the filter, fixed by the config).
+    routes: Vec<(RouteConfig, Reader, &'static str)>,
     directory: Arc<Directory>,
     interval_ms: Option<i32>,
     moving_threshold_m: f64,
@@ -63,7 +64,9 @@ impl Ingest {
             .into_iter()
             .map(|r| {
                 let reader = Reader::new(&r, config.ati.timestamp, config.outbox.max_payload_bytes);
-                (r, reader)
+                // Leaked once per configured route, so counting a message allocates nothing.
+                let label: &'static str = Box::leak(r.filter.clone().into_boxed_str());
+                (r, reader, label)
             })
             .collect();
         Ingest {
@@ -80,19 +83,21 @@ impl Ingest {
 
     /// The forwarded filters, for subscribing.
     pub fn filters(&self) -> Vec<String> {
-        self.routes.iter().map(|(r, _)| r.filter.clone()).collect()
+        self.routes
+            .iter()
+            .map(|(r, _, _)| r.filter.clone())
+            .collect()
     }
 
     /// Reads one message; the first matching route wins, so a message is forwarded once.
     pub fn prepare(&mut self, topic: &str, payload: &[u8], now: i64) -> Prepared {
-        let Some((route, reader)) = self
+        let Some(&(_, ref reader, label)) = self
             .routes
             .iter()
-            .find(|(r, _)| route::matches(&r.filter, topic))
+            .find(|(r, _, _)| route::matches(&r.filter, topic))
         else {
             return Prepared::NotRouted;
         };
-        let label = route.filter.clone();
         let dead = |code: &str, detail: String| {
             Prepared::Entry(Entry::Dead(DeadLetter::new(
                 topic,
@@ -106,17 +111,17 @@ impl Ingest {
         let record = match reader.read(topic, payload, now) {
             Ok(Outcome::Record(r)) => r,
             Ok(Outcome::Skip(why)) => {
-                count(&label, why);
+                count(label, why);
                 return Prepared::Skip(why);
             }
             Err(e) => {
-                count(&label, e.code());
+                count(label, e.code());
                 tracing::debug!(topic, reason = e.code(), detail = %e, "message set aside");
                 return dead(e.code(), e.to_string());
             }
         };
         let Some(target) = self.directory.target(&record.device) else {
-            count(&label, "unknown_device");
+            count(label, "unknown_device");
             return dead(
                 "unknown_device",
                 format!("device {:?} is not in the device table", record.device),
@@ -128,7 +133,7 @@ impl Ingest {
         if let Some(m) = memory {
             let since = record.measured_at_ms - m.forwarded_at_ms;
             if self.min_interval_ms > 0 && since >= 0 && since < self.min_interval_ms {
-                count(&label, "throttled");
+                count(label, "throttled");
                 return Prepared::Skip("throttled");
             }
         }
@@ -142,7 +147,7 @@ impl Ingest {
         );
         self.state
             .observe_robot(&record, &target.login, &location, now);
-        count(&label, "accepted");
+        count(label, "accepted");
 
         let key = match &record.message_id {
             Some(id) => format!("m:{}:{id}", record.device),
@@ -183,8 +188,8 @@ impl Ingest {
     }
 }
 
-fn count(route: &str, outcome: &'static str) {
-    metrics::counter!("bridge_messages_received_total", "route" => route.to_string(), "outcome" => outcome)
+fn count(route: &'static str, outcome: &'static str) {
+    metrics::counter!("bridge_messages_received_total", "route" => route, "outcome" => outcome)
         .increment(1);
 }
 

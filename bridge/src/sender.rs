@@ -1,7 +1,8 @@
 //! The sender: drains the outbox to Twinzo, per login, in order.
 //!
-//! A login's batch goes when it holds `batch.max_size` records or its oldest is
-//! `batch.max_age_ms` old. Each login has at most one request in flight, so its records reach
+//! Batches go on a timer, like Twinzo's own connector: every `batch.max_age_ms` (the flush
+//! tick), every login with records gets a request, so no record waits longer than that before
+//! it is sent; a login that reaches `batch.max_size` records goes at once. Each login has at most one request in flight, so its records reach
 //! Twinzo in the order they were received. Device mode sends one request per login
 //! (`max_concurrent_requests` at once); API-key mode puts up to 50 ready logins in one batch
 //! call. A failed batch stays in the outbox and its login waits out a backoff: exponential
@@ -85,6 +86,9 @@ impl Sender {
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut requests: JoinSet<Done> = JoinSet::new();
         let mut next_expiry = Instant::now();
+        let tick = Duration::from_millis(self.max_age_ms.max(1) as u64);
+        let mut next_tick = Instant::now() + tick;
+        let mut cutoff_ms = i64::MIN;
 
         loop {
             let draining = drain.is_cancelled();
@@ -92,6 +96,10 @@ impl Sender {
                 break;
             }
             let now = Instant::now();
+            if now >= next_tick {
+                cutoff_ms = now_ms();
+                next_tick = (next_tick + tick).max(now);
+            }
 
             if let Some(max_age) = self.expire_after_ms.filter(|_| now >= next_expiry) {
                 next_expiry = now + Duration::from_secs(5);
@@ -102,21 +110,16 @@ impl Sender {
                 let skip = |login: &str| {
                     busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now)
                 };
-                let ready =
-                    self.outbox
-                        .ready(now_ms(), self.batch_size, self.max_age_ms, draining, skip);
+                let ready = self
+                    .outbox
+                    .ready(self.batch_size, cutoff_ms, draining, skip);
                 self.launch(ready, &mut busy, &mut requests);
             }
-            let skip = |login: &str| {
-                busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now)
-            };
 
-            let due = self
-                .outbox
-                .next_due_ms(self.max_age_ms, skip)
-                .map(|at| Duration::from_millis((at - now_ms()).clamp(0, 60_000) as u64));
+            let due = Some(next_tick.saturating_duration_since(now));
             let retry = waiting
                 .values()
+                .filter(|w| w.until > now)
                 .map(|w| w.until.saturating_duration_since(now))
                 .min();
             let nap = [due, retry, Some(Duration::from_secs(1))]

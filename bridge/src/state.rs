@@ -211,14 +211,20 @@ impl State {
         if !topics.contains_key(topic) && topics.len() >= MAX_TOPICS {
             return;
         }
-        let entry = topics.entry(topic.to_string()).or_insert_with(|| Topic {
-            topic: topic.to_string(),
-            count: 0,
-            rate: 0.0,
-            last_seen_ms: now_ms,
-            last_payload: String::new(),
-            recent: VecDeque::new(),
-        });
+        if !topics.contains_key(topic) {
+            let fresh = Topic {
+                topic: topic.to_string(),
+                count: 0,
+                rate: 0.0,
+                last_seen_ms: now_ms,
+                last_payload: String::new(),
+                recent: VecDeque::new(),
+            };
+            topics.insert(topic.to_string(), fresh);
+        }
+        let Some(entry) = topics.get_mut(topic) else {
+            return;
+        };
         entry.count += 1;
         entry.last_seen_ms = now_ms;
         entry.last_payload = truncate(

@@ -23,7 +23,19 @@ use support::Broker;
 use tokio_util::sync::CancellationToken;
 
 const LATENCY_MS: u64 = 50;
-const BATCH_AGE_MS: u64 = 100;
+
+/// The flush interval (`batch.max_age_ms`), `BENCH_BATCH_MS` or the product default.
+fn batch_ms() -> u64 {
+    std::env::var("BENCH_BATCH_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// `api_key` (default: one batch call for all robots) or `device` (`BENCH_MODE`).
+fn mode() -> String {
+    std::env::var("BENCH_MODE").unwrap_or_else(|_| "api_key".into())
+}
 
 fn scale() -> f64 {
     std::env::var("BENCH_SCALE")
@@ -215,7 +227,10 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut env = stack::bridge_env(&broker, stub.addr, dir.path());
     env.retain(|(k, _)| k != "BRIDGE_BATCH__MAX_AGE_MS");
-    env.push(("BRIDGE_BATCH__MAX_AGE_MS".into(), BATCH_AGE_MS.to_string()));
+    env.push(("BRIDGE_BATCH__MAX_AGE_MS".into(), batch_ms().to_string()));
+    if mode() == "api_key" {
+        stack::api_key_mode(&mut env);
+    }
     env.push(("BRIDGE_TWINZO__MAX_CONCURRENT_REQUESTS".into(), "32".into()));
     let bridge = BridgeProcess::start(env, dir.path());
     let pid = bridge.child.id();
@@ -249,7 +264,7 @@ async fn main() {
         publish(&broker, &format!("pub-{rate}"), count, 100, rate).await;
         wait_accepted(&stub, from + count as usize).await;
         let (p50, p99, max) = latencies(&stub, from);
-        rows.push((format!("Latency at {rate} msg/s, p50 / p99 / max (ms; batch age {BATCH_AGE_MS} ms, Twinzo {LATENCY_MS} ms)"), format!("{p50} / {p99} / {max}")));
+        rows.push((format!("Latency at {rate} msg/s, p50 / p99 / max (ms; flush every {} ms, Twinzo {LATENCY_MS} ms)", batch_ms()), format!("{p50} / {p99} / {max}")));
     }
     let (rss_kb, _) = usage(pid);
     rows.push((

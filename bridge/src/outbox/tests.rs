@@ -124,7 +124,7 @@ fn rejected_records_become_dead_letters_atomically() {
 }
 
 #[test]
-fn ready_logins_follow_size_and_age() {
+fn ready_logins_follow_size_and_the_flush_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(
@@ -137,14 +137,18 @@ fn ready_logins_follow_size_and_age() {
         10,
     )
     .unwrap();
-    let ready = o.ready(1500, 2, 1000, false, |_| false);
+    let ready = o.ready(2, 500, false, |_| false);
     assert_eq!(ready, vec!["full".to_string(), "old".to_string()]);
     assert_eq!(
-        o.ready(1500, 2, 1000, false, |l| l == "full"),
+        o.ready(2, 500, false, |l| l == "full"),
         vec!["old".to_string()]
     );
-    assert_eq!(o.ready(1500, 2, 1000, true, |_| false).len(), 3);
-    assert_eq!(o.next_due_ms(1000, |_| false), Some(1000));
+    assert_eq!(
+        o.ready(2, 1000, false, |_| false).len(),
+        3,
+        "the tick after young arrived"
+    );
+    assert_eq!(o.ready(9, 0, true, |_| false).len(), 3, "forced");
 }
 
 #[test]
@@ -173,4 +177,16 @@ fn dead_letter_payload_is_capped_and_lossy_for_binary() {
     let l = DeadLetter::new("t", b"\xff\xfeabcdef", "not_utf8", String::new(), 4, 0);
     assert_eq!(l.payload_bytes, 8);
     assert_eq!(l.payload, "\u{fffd}\u{fffd}ab");
+}
+
+#[test]
+fn stored_records_keep_their_payload_byte_for_byte() {
+    let mut p = pending("a", 1);
+    p.payload = r#"{"sherpa_name":"a","note":"quote \" and ünïcode"}"#.into();
+    let back = Pending::decode(&p.encode().unwrap()).unwrap();
+    assert_eq!(back, p);
+    assert!(
+        Pending::decode(&[1, 0]).is_err(),
+        "a truncated record is an error, not a panic"
+    );
 }
