@@ -7,7 +7,7 @@
 # is mode 0600. The container entrypoint runs this at each start; the integration tests run the
 # very same script outside a container.
 #
-# Environment (see mosquitto/README-broker.md):
+# Environment (see docs/broker.md):
 #   MQTT_USERNAME, MQTT_PASSWORD                publisher account (the robot fleet)
 #   MQTT_BRIDGE_USERNAME, MQTT_BRIDGE_PASSWORD  bridge account
 #   MQTT_PORT (1883), MQTT_WS_PORT (9001)        MQTT and WebSocket listeners

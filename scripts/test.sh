@@ -48,4 +48,4 @@ fi
 
 cargo fmt --all --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
-cargo test --locked --workspace
+cargo test --locked --workspace --no-fail-fast

@@ -674,8 +674,9 @@ fn docker_compose_file_is_valid() {
         String::from_utf8(out.stdout).expect("UTF-8 output")
     };
     compose_config(&["-q"]);
-    assert_eq!(compose_config(&["--services"]).trim(), "broker");
-    assert_eq!(compose_config(&["--volumes"]).trim(), "mosquitto-data");
+    // The bridge and the demo services are checked in deploy_files.rs; here, the broker's part.
+    assert!(compose_config(&["--services"]).lines().any(|s| s == "broker"));
+    assert!(compose_config(&["--volumes"]).lines().any(|v| v == "mosquitto-data"));
 
     let full = compose_config(&[]);
     for needle in [
@@ -693,19 +694,18 @@ fn docker_compose_file_is_valid() {
 #[test]
 fn env_example_holds_no_passwords() {
     let example = fs::read_to_string(repo_root().join(".env.example")).expect("read .env.example");
-    let mut password_lines = 0;
+    let mut password_keys = Vec::new();
     for line in example.lines().filter(|l| !l.trim_start().starts_with('#')) {
         if let Some((key, value)) = line.split_once('=') {
-            if key.contains("PASSWORD") {
-                password_lines += 1;
+            if key.contains("PASSWORD") || key.contains("API_KEY") || key.contains("TOKEN") {
+                password_keys.push(key.trim().to_string());
                 assert!(value.trim().is_empty(), "{key} has a value in .env.example");
             }
         }
     }
-    assert_eq!(
-        password_lines, 2,
-        "expected MQTT_PASSWORD and MQTT_BRIDGE_PASSWORD"
-    );
+    for key in ["MQTT_PASSWORD", "MQTT_BRIDGE_PASSWORD"] {
+        assert!(password_keys.iter().any(|k| k == key), "{key} missing from .env.example");
+    }
 }
 
 #[test]
