@@ -675,8 +675,12 @@ fn docker_compose_file_is_valid() {
     };
     compose_config(&["-q"]);
     // The bridge and the demo services are checked in deploy_files.rs; here, the broker's part.
-    assert!(compose_config(&["--services"]).lines().any(|s| s == "broker"));
-    assert!(compose_config(&["--volumes"]).lines().any(|v| v == "mosquitto-data"));
+    assert!(compose_config(&["--services"])
+        .lines()
+        .any(|s| s == "broker"));
+    assert!(compose_config(&["--volumes"])
+        .lines()
+        .any(|v| v == "mosquitto-data"));
 
     let full = compose_config(&[]);
     for needle in [
@@ -704,7 +708,10 @@ fn env_example_holds_no_passwords() {
         }
     }
     for key in ["MQTT_PASSWORD", "MQTT_BRIDGE_PASSWORD"] {
-        assert!(password_keys.iter().any(|k| k == key), "{key} missing from .env.example");
+        assert!(
+            password_keys.iter().any(|k| k == key),
+            "{key} missing from .env.example"
+        );
     }
 }
 

@@ -306,3 +306,48 @@ async fn message_matching_status_and_watch_is_forwarded_once() {
     assert_eq!(topic.count, 20);
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_are_restored_when_the_broker_lost_the_session() {
+    let mut broker = Broker::start();
+    let stop = CancellationToken::new();
+    let stub = stack::start_stub(&stop).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bridge = stack::start_bridge(stack::load(
+        &env_with(&broker, &stub, dir.path(), &[]),
+        None,
+    ))
+    .await;
+    stack::wait_subscribed(&bridge.running.state).await;
+    publish(
+        &broker,
+        "pub-lost",
+        &[ati("tugger-01", 1, &[1.0, 1.0, 0.0], 10.0)],
+    )
+    .await;
+    eventually(WAIT, "the first location", || stub.accepted().len() == 1).await;
+
+    // A broker that comes back without its database knows nothing of our session.
+    broker.kill();
+    for entry in std::fs::read_dir(&broker.data_dir).unwrap() {
+        let _ = std::fs::remove_file(entry.unwrap().path());
+    }
+    eventually(WAIT, "the bridge noticed", || {
+        !bridge.running.state.snapshot(0).broker.connected
+    })
+    .await;
+    broker.start_again();
+    stack::wait_subscribed(&bridge.running.state).await;
+    publish(
+        &broker,
+        "pub-lost",
+        &[ati("tugger-01", 2, &[2.0, 1.0, 0.0], 10.0)],
+    )
+    .await;
+    eventually(WAIT, "a location after resubscribing", || {
+        stub.accepted().len() == 2
+    })
+    .await;
+    assert!(bridge.running.state.snapshot(0).broker.reconnects >= 1);
+    bridge.stop().await;
+}
