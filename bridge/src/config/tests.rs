@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
