@@ -58,7 +58,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let subscriptions = mqtt::subscriptions(&config.mqtt, &ingest.filters());
     let options =
         mqtt::options(&config.mqtt, &config.mqtt.client_id).map_err(anyhow::Error::msg)?;
-    let (client, eventloop) = rumqttc::AsyncClient::new(options, 4096);
+    let (client, eventloop) = rumqttc::AsyncClient::new(options, 1024);
 
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
@@ -77,7 +77,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
 
     tracing::info!(url = %mqtt::BrokerUrl::parse(&config.mqtt.url).map(|u| u.full).unwrap_or_default(), client_id = %config.mqtt.client_id, "connecting to broker");
-    let (tx, rx) = mpsc::channel(8192);
+    let (tx, rx) = mpsc::channel(1024);
     let poller_stop = CancellationToken::new();
     let poller = Poller {
         client: client.clone(),

@@ -65,7 +65,13 @@ enum DeadLetterCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // Outbox writes run on blocking threads and redb serializes them anyway: a few threads
+    // suffice, and each extra one would bring its own malloc arena (resident memory).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+        .expect("tokio runtime");
     let config = || match Config::load(cli.config.as_deref()) {
         Ok(c) => Ok(c),
         Err(e) => {

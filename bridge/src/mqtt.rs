@@ -153,7 +153,7 @@ pub fn options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, String>
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes)
-        .set_request_channel_capacity(4096)
+        .set_request_channel_capacity(1024)
         .set_inflight(100)
         .set_last_will(LastWill::new(
             status_topic(client_id),

@@ -203,7 +203,7 @@ impl Outbox {
         }
         // redb's page cache defaults to 1 GiB; the outbox is read mostly at its head.
         let db = redb::Builder::new()
-            .set_cache_size(16 * 1024 * 1024)
+            .set_cache_size(8 * 1024 * 1024)
             .create(path)
             .map_err(|source| OutboxError::Open {
                 path: path.display().to_string(),
