@@ -120,6 +120,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown.clone(),
     ));
     let grace = Duration::from_secs(config.shutdown.grace_secs);
+    let state_for_close = state.clone();
 
     let done = tokio::spawn(async move {
         let ingest_result = ingest_handle.await;
@@ -142,8 +143,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         }
         probe.abort();
+        let _ = probe.await;
         http_stop.cancel();
         let _ = http_task.await;
+        // The store closes with its last handle; the state (kept by callers) lets go of its.
+        state_for_close.detach_outbox();
         drop(outbox);
         tracing::info!("stopped");
         ingest_result?;

@@ -278,7 +278,8 @@ impl SectorConfig {
 pub struct BatchConfig {
     /// Flush a login's batch at this many locations.
     pub max_size: usize,
-    /// Flush a login's batch when its oldest record is this old.
+    /// The flush tick: every this many ms each login's waiting records are sent, so no record
+    /// waits longer than this before its request.
     pub max_age_ms: u64,
     /// Forward at most one point per device in this interval (0: all).
     pub min_interval_ms: u64,

@@ -152,6 +152,11 @@ impl State {
         *lock(&self.outbox) = Some(outbox);
     }
 
+    /// Lets go of the outbox at shutdown, so the store file is closed and unlocked.
+    pub fn detach_outbox(&self) {
+        *lock(&self.outbox) = None;
+    }
+
     pub fn set_broker(&self, f: impl FnOnce(&mut BrokerState)) {
         f(&mut lock(&self.broker));
     }
