@@ -36,15 +36,11 @@ impl Affine {
         (sx as f32, sy as f32)
     }
 
-    /// The vertical axis has no rotation to do, only the scale of the plane (the mean of the
-    /// axes' scales), so `Z` stays in proportion to `X` and `Y`.
+    /// The vertical axis has no rotation to do, only the scale of the plane (the geometric mean of
+    /// the axes' scales, from the determinant), so `Z` stays in proportion to `X` and `Y`.
     pub fn apply_z(&self, z: f64) -> f32 {
         let scale = (self.a * self.d - self.b * self.c).abs().sqrt();
         (z * scale) as f32
-    }
-
-    pub fn as_array(&self) -> [f64; 6] {
-        [self.a, self.b, self.c, self.d, self.tx, self.ty]
     }
 }
 

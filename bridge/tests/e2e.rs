@@ -9,37 +9,51 @@ use std::time::Duration;
 use support::stack::{self, ati, eventually, publish};
 use support::Broker;
 use tokio_util::sync::CancellationToken;
+use twinzo_bridge::stub::StubHandle;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn env_with(
-    broker: &Broker,
-    stub: &twinzo_bridge::stub::StubHandle,
-    dir: &std::path::Path,
-    extra: &[(&str, &str)],
-) -> Vec<(String, String)> {
-    let mut env = stack::bridge_env(broker, stub.addr, dir);
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env
+/// The stand-in and a subscribed bridge (in process) for one test.
+struct Rig {
+    stub: StubHandle,
+    bridge: stack::InProcess,
+    /// Holds the bridge's outbox file.
+    dir: tempfile::TempDir,
+    _stop: CancellationToken,
 }
 
-async fn ati_pose_layouts_arrive(api_key: bool) {
-    let broker = Broker::start();
+/// Starts the stand-in, lets `setup` prepare it, then starts the bridge against `broker` with
+/// `toml` as its config file (may be empty) and waits until it is subscribed.
+async fn rig(broker: &Broker, api_key: bool, toml: &str, setup: impl FnOnce(&StubHandle)) -> Rig {
     let stop = CancellationToken::new();
     let stub = stack::start_stub(&stop).await;
+    setup(&stub);
     let dir = tempfile::tempdir().unwrap();
-    let mut env = env_with(&broker, &stub, dir.path(), &[]);
+    let mut env = stack::bridge_env(broker, stub.addr, dir.path());
     if api_key {
         stack::api_key_mode(&mut env);
     }
     let file = dir.path().join("bridge.toml");
-    std::fs::write(
-        &file,
-        "[[sectors]]\nid = 1\nflip_y = true\noffset_mm = [500.0, 30000.0]\n",
-    )
-    .unwrap();
+    std::fs::write(&file, toml).unwrap();
     let bridge = stack::start_bridge(stack::load(&env, Some(&file))).await;
     stack::wait_subscribed(&bridge.running.state).await;
+    Rig {
+        stub,
+        bridge,
+        dir,
+        _stop: stop,
+    }
+}
+
+async fn ati_pose_layouts_arrive(api_key: bool) {
+    let broker = Broker::start();
+    let toml = "[[sectors]]\nid = 1\nflip_y = true\noffset_mm = [500.0, 30000.0]\n";
+    let Rig {
+        stub,
+        bridge,
+        _stop: stop,
+        ..
+    } = rig(&broker, api_key, toml, |_| {}).await;
 
     publish(
         &broker,
@@ -86,14 +100,9 @@ async fn ati_both_pose_layouts_arrive_in_api_key_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vda5050_v2_and_v3_states_arrive_and_uninitialized_ones_do_not() {
     let broker = Broker::start_with(&[("MQTT_PUBLISH_TOPICS", "ati/#,uagv/#,vda5050/#")]);
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("bridge.toml");
-    std::fs::write(&file, "[[routes]]\nfilter = \"uagv/v2/+/+/state\"\nformat = \"vda5050\"\n\n[[routes]]\nfilter = \"vda5050/v3/+/+/state\"\nformat = \"vda5050\"\n").unwrap();
-    let env = env_with(&broker, &stub, dir.path(), &[]);
-    let bridge = stack::start_bridge(stack::load(&env, Some(&file))).await;
-    stack::wait_subscribed(&bridge.running.state).await;
+    let toml = "[[routes]]\nfilter = \"uagv/v2/+/+/state\"\nformat = \"vda5050\"\n\n\
+                [[routes]]\nfilter = \"vda5050/v3/+/+/state\"\nformat = \"vda5050\"\n";
+    let Rig { stub, bridge, .. } = rig(&broker, false, toml, |_| {}).await;
 
     let v2 = r#"{"headerId":1,"timestamp":"2024-11-01T10:00:00.000Z","version":"2.0.0","manufacturer":"KIT","serialNumber":"0001",
         "agvPosition":{"x":3.5,"y":4.0,"theta":0.1,"mapId":"m","positionInitialized":true},"batteryState":{"batteryCharge":55.6,"charging":false},"driving":true}"#;
@@ -134,16 +143,10 @@ async fn vda5050_v2_and_v3_states_arrive_and_uninitialized_ones_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiring_tokens_are_refreshed_and_nothing_is_lost() {
     let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    stub.set_token_ttl(Duration::from_millis(700));
-    let dir = tempfile::tempdir().unwrap();
-    let bridge = stack::start_bridge(stack::load(
-        &env_with(&broker, &stub, dir.path(), &[]),
-        None,
-    ))
+    let Rig { stub, bridge, .. } = rig(&broker, false, "", |stub| {
+        stub.set_token_ttl(Duration::from_millis(700));
+    })
     .await;
-    stack::wait_subscribed(&bridge.running.state).await;
 
     for round in 0..6u64 {
         let batch: Vec<_> = (0..10)
@@ -168,16 +171,8 @@ async fn expiring_tokens_are_refreshed_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_503_twice_then_200_is_retried() {
     let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    stub.push_statuses(&[503, 503]);
-    let dir = tempfile::tempdir().unwrap();
-    let bridge = stack::start_bridge(stack::load(
-        &env_with(&broker, &stub, dir.path(), &[]),
-        None,
-    ))
-    .await;
-    stack::wait_subscribed(&bridge.running.state).await;
+    let Rig { stub, bridge, .. } =
+        rig(&broker, false, "", |stub| stub.push_statuses(&[503, 503])).await;
 
     publish(
         &broker,
@@ -205,15 +200,10 @@ async fn http_503_twice_then_200_is_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_400_and_unknown_device_are_rejected_without_retry() {
     let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    stub.push_statuses(&[400]);
-    let dir = tempfile::tempdir().unwrap();
     // API-key mode: Twinzo answers an unknown login inside the batch, HTTP 200, Success:false.
-    let mut env = env_with(&broker, &stub, dir.path(), &[]);
-    stack::api_key_mode(&mut env);
-    let bridge = stack::start_bridge(stack::load(&env, None)).await;
-    stack::wait_subscribed(&bridge.running.state).await;
+    let Rig {
+        stub, bridge, dir, ..
+    } = rig(&broker, true, "", |stub| stub.push_statuses(&[400])).await;
 
     publish(
         &broker,
@@ -265,15 +255,7 @@ async fn http_400_and_unknown_device_are_rejected_without_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn message_matching_status_and_watch_is_forwarded_once() {
     let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bridge = stack::start_bridge(stack::load(
-        &env_with(&broker, &stub, dir.path(), &[]),
-        None,
-    ))
-    .await;
-    stack::wait_subscribed(&bridge.running.state).await;
+    let Rig { stub, bridge, .. } = rig(&broker, false, "", |_| {}).await;
 
     let batch: Vec<_> = (0..20)
         .map(|i| ati("tugger-01", i, &[i as f64, 0.0, 0.0], 50.0))
@@ -310,15 +292,7 @@ async fn message_matching_status_and_watch_is_forwarded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_restored_when_the_broker_lost_the_session() {
     let mut broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bridge = stack::start_bridge(stack::load(
-        &env_with(&broker, &stub, dir.path(), &[]),
-        None,
-    ))
-    .await;
-    stack::wait_subscribed(&bridge.running.state).await;
+    let Rig { stub, bridge, .. } = rig(&broker, false, "", |_| {}).await;
     publish(
         &broker,
         "pub-lost",
