@@ -10,8 +10,6 @@ use rumqttc::{AsyncClient, Event, Packet, SubscribeReasonCode};
 
 use crate::config::{AuthMode, Config};
 use crate::devices::Directory;
-use crate::pipeline::Ingest;
-use crate::state::State;
 use crate::twinzo::Twinzo;
 
 /// One step's result.
@@ -50,12 +48,12 @@ async fn subscribe_once(config: &Config) -> Result<String, String> {
     let mut options = crate::mqtt::options(&config.mqtt, &client_id)?;
     options.set_clean_session(true).set_manual_acks(false);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let ingest = Ingest::new(
-        config,
-        std::sync::Arc::new(Directory::new(config)),
-        State::new(0),
-    );
-    let subs = crate::mqtt::subscriptions(&config.mqtt, &ingest.filters());
+    let filters: Vec<String> = config
+        .forward_routes()
+        .into_iter()
+        .map(|r| r.filter)
+        .collect();
+    let subs = crate::mqtt::subscriptions(&config.mqtt, &filters);
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
