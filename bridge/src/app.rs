@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AuthMode, Config};
 use crate::devices::Directory;
 use crate::mqtt::{self, Poller};
-use crate::outbox::Outbox;
+use crate::outbox::{Dedup, Outbox};
 use crate::pipeline::{Ingest, IngestTask};
 use crate::sender::Sender;
 use crate::state::State;
@@ -40,8 +40,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let state = State::new(now_ms());
 
     let path = config.outbox.path.clone();
-    let window = config.outbox.dedup_window_secs;
-    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&path, window)).await??;
+    let dedup = Dedup::from(&config.outbox);
+    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&path, dedup)).await??;
     let outbox = Arc::new(outbox);
     state.attach_outbox(outbox.clone());
     let stats = outbox.stats();

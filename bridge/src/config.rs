@@ -328,6 +328,8 @@ pub struct OutboxConfig {
     pub max_age_secs: u64,
     /// Records with a key already seen within this window are dropped as duplicates.
     pub dedup_window_secs: u64,
+    /// At most this many dedup keys are remembered (the newest; about 30 bytes each).
+    pub dedup_max_keys: usize,
     /// Payload bytes kept with a dead letter.
     pub dead_letter_payload_cap: usize,
     /// Payloads larger than this are dead-lettered as `oversized`.
@@ -341,6 +343,7 @@ impl Default for OutboxConfig {
             max_records: 1_000_000,
             max_age_secs: 0,
             dedup_window_secs: 600,
+            dedup_max_keys: 100_000,
             dead_letter_payload_cap: 16 * 1024,
             max_payload_bytes: 64 * 1024,
         }

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use twinzo_bridge::config::{Config, LogFormat, EXIT_BAD_CONFIG};
-use twinzo_bridge::{app, calibrate, check, dead_letters, outbox::Outbox, simulate, stub};
+use twinzo_bridge::{
+    app, calibrate, check, dead_letters,
+    outbox::{Dedup, Outbox},
+    simulate, stub,
+};
 
 #[derive(Parser)]
 #[command(
@@ -154,7 +158,7 @@ fn main() -> ExitCode {
 }
 
 fn dead_letter_command(config: &Config, command: DeadLetterCommand) -> anyhow::Result<ExitCode> {
-    let outbox = Outbox::open(&config.outbox.path, config.outbox.dedup_window_secs)?;
+    let outbox = Outbox::open(&config.outbox.path, Dedup::from(&config.outbox))?;
     match command {
         DeadLetterCommand::List { after, limit } => {
             print!("{}", dead_letters::list(&outbox, after, limit)?);

@@ -285,8 +285,6 @@ impl Poller {
                     }
                 }
             }
-            metrics::gauge!("bridge_mqtt_connected")
-                .set(f64::from(u8::from(self.state.broker_connected())));
         }
         drop(ingest);
         self.disconnect().await;

@@ -11,9 +11,11 @@
 //! # Duplicates
 //! A message committed but not yet acknowledged when the bridge dies is redelivered by the
 //! broker. Each record has a key (the payload's message id, else login and measured-at time)
-//! and a key seen within `dedup_window_secs` of the newest key is dropped at commit. The window
-//! is measured from the newest commit, not the wall clock, so a bridge that was down for hours
-//! still recognises the redeliveries that greet it. Duplicates can still reach Twinzo when the
+//! and a key seen within `dedup_window_secs` of the newest key, among the newest
+//! `dedup_max_keys`, is dropped at commit. The window is measured from the newest commit, not
+//! the wall clock, so a bridge that was down for hours still recognises the redeliveries that
+//! greet it. The keys (128-bit hashes) are looked up in memory and logged in `seen_log` in the
+//! same transaction as their records, so they survive a restart. Duplicates can still reach Twinzo when the
 //! bridge dies after Twinzo accepted a batch and before the deletion committed (the batch is
 //! sent again; Twinzo answers `Update` for a timestamp it has), and in `ati.timestamp =
 //! "received"` mode for messages without a message id, whose redelivery gets a new time.
@@ -23,20 +25,30 @@
 //! session (`max_queued_messages`). With `max_age_secs` set, older records move to dead letters
 //! with reason `expired`. Depth, bytes and the oldest age are in [`OutboxStats`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::config::OutboxConfig;
 use crate::twinzo::Location;
 
-const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
-const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
-const SEEN_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_order");
+/// Records by sequence number: new records append at the end of the tree.
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+/// Dedup keys (a 128-bit hash) by the time they were committed, oldest first.
+const SEEN_LOG: TableDefinition<(u64, u128), ()> = TableDefinition::new("seen_log");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The tables of the first layout (records keyed by login, dedup keys in two string-keyed
+/// tables), migrated at open.
+const OLD_PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
+const OLD_SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
+const OLD_SEEN_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_order");
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -156,6 +168,16 @@ pub enum Entry {
     Dead(DeadLetter),
 }
 
+/// What became of one login's records after a request to Twinzo.
+#[derive(Debug, Clone, Default)]
+pub struct Settled {
+    pub login: String,
+    /// Accepted: removed.
+    pub delivered: Vec<u64>,
+    /// Refused: moved to dead letters.
+    pub rejected: Vec<(u64, DeadLetter)>,
+}
+
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -174,6 +196,24 @@ pub struct OutboxStats {
     pub logins: usize,
 }
 
+/// How long dedup keys are remembered: the keys committed within `window_secs` of the newest,
+/// and at most `max_keys` of them (the newest). Kept in memory (about 30 bytes a key) and
+/// logged in the store, so they survive a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct Dedup {
+    pub window_secs: u64,
+    pub max_keys: usize,
+}
+
+impl From<&OutboxConfig> for Dedup {
+    fn from(config: &OutboxConfig) -> Self {
+        Dedup {
+            window_secs: config.dedup_window_secs,
+            max_keys: config.dedup_max_keys,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Index {
     /// Per login, its records' (seq, enqueued ms, bytes) in order.
@@ -182,19 +222,36 @@ struct Index {
     bytes: u64,
     dead: u64,
     next_seq: u64,
-    newest_seen_ms: u64,
+}
+
+/// The dedup keys of the window, mirrored from `SEEN_LOG`.
+#[derive(Default)]
+struct Seen {
+    keys: HashSet<u128>,
+    newest_ms: u64,
 }
 
 /// The store. Methods block on disk I/O: call them from `spawn_blocking`.
 pub struct Outbox {
     db: Database,
     index: Mutex<Index>,
-    dedup_window_ms: u64,
+    /// Held through a whole commit: commits run one at a time.
+    seen: Mutex<Seen>,
+    dedup: Dedup,
+}
+
+/// The stored form of a dedup key.
+fn key_hash(key: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Outbox {
     /// Opens (or creates) the store and rebuilds the in-memory index from it.
-    pub fn open(path: &Path, dedup_window_secs: u64) -> Result<Outbox, OutboxError> {
+    pub fn open(path: &Path, dedup: Dedup) -> Result<Outbox, OutboxError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| OutboxError::Dir {
                 path: dir.display().to_string(),
@@ -209,20 +266,23 @@ impl Outbox {
                 path: path.display().to_string(),
                 source,
             })?;
-        let tx = db.begin_write()?;
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::Immediate);
+        migrate_first_layout(&tx)?;
         let mut index = Index::default();
+        let mut seen = Seen::default();
         {
-            let pending = tx.open_table(PENDING)?;
-            for row in pending.iter()? {
+            let records = tx.open_table(RECORDS)?;
+            for row in records.iter()? {
                 let (key, value) = row?;
-                let (login, seq) = key.value();
+                let seq = key.value();
                 let record = Pending::decode(value.value())?;
                 let size = value.value().len() as u32;
-                index
-                    .logins
-                    .entry(login.to_string())
-                    .or_default()
-                    .push_back((seq, record.enqueued_at_ms, size));
+                index.logins.entry(record.login).or_default().push_back((
+                    seq,
+                    record.enqueued_at_ms,
+                    size,
+                ));
                 index.records += 1;
                 index.bytes += u64::from(size);
                 index.next_seq = index.next_seq.max(seq + 1);
@@ -236,22 +296,26 @@ impl Outbox {
             index.next_seq = index
                 .next_seq
                 .max(meta.get("next_seq")?.map_or(0, |v| v.value()));
-            let order = tx.open_table(SEEN_ORDER)?;
-            index.newest_seen_ms = order.last()?.map_or(0, |row| row.0.value().0);
-            tx.open_table(SEEN)?;
+            let log = tx.open_table(SEEN_LOG)?;
+            seen.newest_ms = log.last()?.map_or(0, |row| row.0.value().0);
+            let cutoff = seen
+                .newest_ms
+                .saturating_sub(dedup.window_secs.saturating_mul(1000));
+            for row in log.range((cutoff, 0)..)? {
+                seen.keys.insert(row?.0.value().1);
+            }
         }
         tx.commit()?;
         Ok(Outbox {
             db,
             index: Mutex::new(index),
-            dedup_window_ms: dedup_window_secs * 1000,
+            seen: Mutex::new(seen),
+            dedup,
         })
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.index)
     }
 
     /// Commits records and dead letters in one durable transaction, dropping duplicates.
@@ -260,22 +324,24 @@ impl Outbox {
         if entries.is_empty() {
             return Ok(done);
         }
-        let now = now_ms.max(0) as u64;
+        let mut seen = lock(&self.seen);
+        let now = (now_ms.max(0) as u64).max(seen.newest_ms);
         // Sequence numbers are taken up front so the index is not locked during the fsync
         // (the sender and the HTTP server read it meanwhile); a duplicate leaves a gap.
-        let (mut seq, newest_seen) = {
+        let mut seq = {
             let mut index = self.index();
             let base = index.next_seq;
             index.next_seq += entries.len() as u64;
-            (base, index.newest_seen_ms)
+            base
         };
         let mut added: Vec<(String, u64, i64, u32)> = Vec::new();
+        // Keys new in this commit; they join `seen` only once it is durable.
+        let mut fresh: HashSet<u128> = HashSet::new();
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate);
-        {
-            let mut pending = tx.open_table(PENDING)?;
-            let mut seen = tx.open_table(SEEN)?;
-            let mut order = tx.open_table(SEEN_ORDER)?;
+        let forgotten = {
+            let mut records = tx.open_table(RECORDS)?;
+            let mut log = tx.open_table(SEEN_LOG)?;
             let mut dead = tx.open_table(DEAD)?;
             for entry in entries {
                 match entry {
@@ -283,20 +349,15 @@ impl Outbox {
                         pending: record,
                         key,
                     } => {
-                        if seen.get(key.as_str())?.is_some() {
+                        let hash = key_hash(&key);
+                        if seen.keys.contains(&hash) || !fresh.insert(hash) {
                             done.duplicates += 1;
                             continue;
                         }
-                        seen.insert(key.as_str(), now)?;
-                        order.insert((now, key.as_str()), ())?;
+                        log.insert((now, hash), ())?;
                         let bytes = record.encode()?;
-                        pending.insert((record.login.as_str(), seq), bytes.as_slice())?;
-                        added.push((
-                            record.login.clone(),
-                            seq,
-                            record.enqueued_at_ms,
-                            bytes.len() as u32,
-                        ));
+                        records.insert(seq, bytes.as_slice())?;
+                        added.push((record.login, seq, record.enqueued_at_ms, bytes.len() as u32));
                         seq += 1;
                         done.stored += 1;
                     }
@@ -309,12 +370,18 @@ impl Outbox {
                 }
             }
             raise_next_seq(&tx, seq)?;
-            self.prune_seen(&mut seen, &mut order, now.max(newest_seen))?;
-        }
+            let over = (seen.keys.len() + fresh.len()).saturating_sub(self.dedup.max_keys);
+            self.prune_seen(&mut log, now, over, fresh.len())?
+        };
         tx.commit()?;
 
+        seen.newest_ms = now;
+        seen.keys.extend(fresh);
+        for hash in forgotten {
+            seen.keys.remove(&hash);
+        }
+        drop(seen);
         let mut index = self.index();
-        index.newest_seen_ms = index.newest_seen_ms.max(now);
         index.dead += done.dead as u64;
         for (login, seq, at, size) in added {
             index
@@ -328,57 +395,78 @@ impl Outbox {
         Ok(done)
     }
 
-    /// Drops dedup keys older than the window, counted back from the newest key.
+    /// Removes the oldest dedup keys from the log: those older than the window (counted
+    /// back from the newest key) and `over` more, for the key limit. Returns them, to be
+    /// forgotten once the transaction commits. At most `added` + 1024 per commit, so the
+    /// log shrinks faster than it grows and one commit never pays for a long backlog.
     fn prune_seen(
         &self,
-        seen: &mut redb::Table<&str, u64>,
-        order: &mut redb::Table<(u64, &str), ()>,
+        log: &mut redb::Table<(u64, u128), ()>,
         newest: u64,
-    ) -> Result<(), OutboxError> {
-        let cutoff = newest.saturating_sub(self.dedup_window_ms);
-        // Bounded per commit so one commit never pays for a long backlog of expiries.
-        for _ in 0..1024 {
-            let Some((key, _)) = order.first()? else {
+        mut over: usize,
+        added: usize,
+    ) -> Result<Vec<u128>, OutboxError> {
+        let cutoff = newest.saturating_sub(self.dedup.window_secs.saturating_mul(1000));
+        let mut forgotten = Vec::new();
+        while forgotten.len() < added + 1024 {
+            let Some((key, _)) = log.first()? else {
                 break;
             };
-            let (at, name) = key.value();
-            if at >= cutoff {
+            let (at, hash) = key.value();
+            drop(key);
+            if at >= cutoff && over == 0 {
                 break;
             }
-            let name = name.to_string();
-            drop(key);
-            order.remove((at, name.as_str()))?;
-            seen.remove(name.as_str())?;
+            over = over.saturating_sub(1);
+            log.remove((at, hash))?;
+            forgotten.push(hash);
         }
-        Ok(())
+        Ok(forgotten)
     }
 
     /// Up to `max` of the login's oldest records, in order.
     pub fn peek(&self, login: &str, max: usize) -> Result<Vec<(u64, Pending)>, OutboxError> {
+        let seqs: Vec<u64> = match self.index().logins.get(login) {
+            Some(queue) => queue.iter().take(max).map(|(s, _, _)| *s).collect(),
+            None => return Ok(Vec::new()),
+        };
         let tx = self.db.begin_read()?;
-        let table = tx.open_table(PENDING)?;
-        let mut out = Vec::with_capacity(max);
-        for row in table.range((login, 0)..=(login, u64::MAX))?.take(max) {
-            let (key, value) = row?;
-            out.push((key.value().1, Pending::decode(value.value())?));
+        let table = tx.open_table(RECORDS)?;
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(value) = table.get(seq)? {
+                out.push((seq, Pending::decode(value.value())?));
+            }
         }
         Ok(out)
     }
 
-    /// Removes a login's delivered records and moves its rejected ones to dead letters.
-    pub fn finish(
-        &self,
-        login: &str,
-        delivered: &[u64],
-        rejected: &[(u64, DeadLetter)],
-    ) -> Result<(), OutboxError> {
+    /// Removes delivered records and moves rejected ones to dead letters, for any number of
+    /// logins in one transaction.
+    pub fn finish(&self, settled: &[Settled]) -> Result<(), OutboxError> {
+        let rejected_count: usize = settled.iter().map(|s| s.rejected.len()).sum();
+        let leaving: usize = settled
+            .iter()
+            .map(|s| s.delivered.len() + s.rejected.len())
+            .sum();
+        if leaving == 0 {
+            return Ok(());
+        }
         let (mut seq, empties) = {
             let mut index = self.index();
             let base = index.next_seq;
-            index.next_seq += rejected.len() as u64;
-            let leaving = (delivered.len() + rejected.len()) as u64;
-            (base, index.records <= leaving)
+            index.next_seq += rejected_count as u64;
+            (base, index.records <= leaving as u64)
         };
+        let mut gone: Vec<u64> = settled
+            .iter()
+            .flat_map(|s| {
+                let rejected = s.rejected.iter().map(|(seq, _)| *seq);
+                s.delivered.iter().copied().chain(rejected)
+            })
+            .collect();
+        // In key order, so neighbouring removals share the pages they touch.
+        gone.sort_unstable();
         let mut tx = self.db.begin_write()?;
         // Removing a delivered record need not be fsynced: lost in a crash, it is only sent
         // again (a duplicate Twinzo answers with `Update`), never lost. The next ingest commit,
@@ -389,13 +477,13 @@ impl Outbox {
             Durability::None
         });
         {
-            let mut pending = tx.open_table(PENDING)?;
-            let mut dead = tx.open_table(DEAD)?;
-            for &s in delivered {
-                pending.remove((login, s))?;
+            let mut records = tx.open_table(RECORDS)?;
+            for &s in &gone {
+                records.remove(s)?;
             }
-            for (s, mut letter) in rejected.iter().cloned() {
-                pending.remove((login, s))?;
+            let mut dead = tx.open_table(DEAD)?;
+            for (_, letter) in settled.iter().flat_map(|s| &s.rejected) {
+                let mut letter = letter.clone();
                 letter.id = seq;
                 dead.insert(seq, serde_json::to_vec(&letter)?.as_slice())?;
                 seq += 1;
@@ -405,29 +493,31 @@ impl Outbox {
         tx.commit()?;
 
         let mut index = self.index();
-        index.dead += rejected.len() as u64;
-        let gone: std::collections::HashSet<u64> = delivered
-            .iter()
-            .copied()
-            .chain(rejected.iter().map(|(s, _)| *s))
-            .collect();
-        let mut freed = 0u64;
-        let mut removed = 0u64;
-        if let Some(queue) = index.logins.get_mut(login) {
-            queue.retain(|(s, _, size)| {
-                let keep = !gone.contains(s);
-                if !keep {
-                    freed += u64::from(*size);
-                    removed += 1;
+        index.dead += rejected_count as u64;
+        for s in settled {
+            let leaving: HashSet<u64> = s
+                .delivered
+                .iter()
+                .copied()
+                .chain(s.rejected.iter().map(|(seq, _)| *seq))
+                .collect();
+            let (mut freed, mut removed) = (0u64, 0u64);
+            if let Some(queue) = index.logins.get_mut(&s.login) {
+                queue.retain(|(seq, _, size)| {
+                    let keep = !leaving.contains(seq);
+                    if !keep {
+                        freed += u64::from(*size);
+                        removed += 1;
+                    }
+                    keep
+                });
+                if queue.is_empty() {
+                    index.logins.remove(&s.login);
                 }
-                keep
-            });
-            if queue.is_empty() {
-                index.logins.remove(login);
             }
+            index.records -= removed;
+            index.bytes -= freed;
         }
-        index.records -= removed;
-        index.bytes -= freed;
         Ok(())
     }
 
@@ -503,7 +593,11 @@ impl Outbox {
                 })
                 .collect::<Vec<_>>();
             total += letters.len();
-            self.finish(&login, &[], &letters)?;
+            self.finish(&[Settled {
+                login,
+                delivered: Vec::new(),
+                rejected: letters,
+            }])?;
         }
         Ok(total)
     }
@@ -572,6 +666,37 @@ impl Outbox {
 }
 
 /// Stores the next sequence number, never lowering it (commits may finish out of order).
+/// Moves the rows of the first layout, if any, into the current tables and drops the old ones.
+fn migrate_first_layout(tx: &redb::WriteTransaction) -> Result<(), OutboxError> {
+    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_string()).collect();
+    if !names.iter().any(|n| n == "pending") {
+        return Ok(());
+    }
+    let mut seq = tx
+        .open_table(META)?
+        .get("next_seq")?
+        .map_or(0, |v| v.value());
+    {
+        let old = tx.open_table(OLD_PENDING)?;
+        let mut records = tx.open_table(RECORDS)?;
+        for row in old.iter()? {
+            records.insert(seq, row?.1.value())?;
+            seq += 1;
+        }
+        let old_seen = tx.open_table(OLD_SEEN)?;
+        let mut log = tx.open_table(SEEN_LOG)?;
+        for row in old_seen.iter()? {
+            let (key, at) = row?;
+            log.insert((at.value(), key_hash(key.value())), ())?;
+        }
+    }
+    raise_next_seq(tx, seq)?;
+    tx.delete_table(OLD_PENDING)?;
+    tx.delete_table(OLD_SEEN)?;
+    tx.delete_table(OLD_SEEN_ORDER)?;
+    Ok(())
+}
+
 fn raise_next_seq(tx: &redb::WriteTransaction, seq: u64) -> Result<(), OutboxError> {
     let mut meta = tx.open_table(META)?;
     let stored = meta.get("next_seq")?.map_or(0, |v| v.value());

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthMode, Config};
 use crate::devices::Directory;
-use crate::outbox::{DeadLetter, Outbox, Pending};
+use crate::outbox::{DeadLetter, Outbox, Pending, Settled};
 use crate::state::State;
 use crate::twinzo::client::now_ms;
 use crate::twinzo::{Delivery, Location, Twinzo};
@@ -139,10 +139,12 @@ impl Sender {
                 () = hard_stop.cancelled() => break,
                 Some(done) = requests.join_next(), if !requests.is_empty() => {
                     if let Ok(done) = done {
+                        let mut settled = Vec::with_capacity(done.len());
                         for ((login, records), delivery) in done {
                             busy.remove(&login);
-                            self.settle(&login, records, delivery, &mut waiting).await;
+                            settled.extend(self.settle(&login, records, delivery, &mut waiting));
                         }
+                        self.store(settled).await;
                     }
                 }
                 () = self.wake.notified() => {}
@@ -206,14 +208,15 @@ impl Sender {
         }
     }
 
-    /// Applies one login's delivery to the outbox and its backoff.
-    async fn settle(
+    /// Counts one login's delivery and updates its backoff; returns what the outbox must
+    /// do with its records (nothing when they are to be retried).
+    fn settle(
         &self,
         login: &str,
         records: Vec<(u64, Pending)>,
         delivery: Delivery,
         waiting: &mut HashMap<String, Waiting>,
-    ) {
+    ) -> Option<Settled> {
         let now = now_ms();
         let c = &self.state.counters;
         let n = records.len() as u64;
@@ -250,7 +253,7 @@ impl Sender {
                 self.state
                     .record_error("twinzo", format!("{login}: {reason}"), now);
                 tracing::warn!(login, records = n, reason = %reason, retry_in_ms = delay.as_millis() as u64, "twinzo delivery failed; will retry");
-                return;
+                return None;
             }
             Delivery::Reject { code, reason } => {
                 waiting.remove(login);
@@ -272,10 +275,20 @@ impl Sender {
         metrics::counter!("bridge_records_rejected_total").increment(bad);
         metrics::counter!("bridge_records_dead_lettered_total", "reason" => "rejected")
             .increment(bad);
+        Some(Settled {
+            login: login.to_string(),
+            delivered,
+            rejected,
+        })
+    }
+
+    /// Applies the settled records of one request to the outbox, in one transaction.
+    async fn store(&self, settled: Vec<Settled>) {
+        if settled.is_empty() {
+            return;
+        }
         let outbox = self.outbox.clone();
-        let login = login.to_string();
-        let stored =
-            tokio::task::spawn_blocking(move || outbox.finish(&login, &delivered, &rejected)).await;
+        let stored = tokio::task::spawn_blocking(move || outbox.finish(&settled)).await;
         match stored {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

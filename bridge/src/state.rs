@@ -49,10 +49,16 @@ pub struct Topic {
     pub count: u64,
     pub rate: f64,
     pub last_seen_ms: i64,
+    /// The last payload's head as text (at most 512 characters), filled in by snapshots.
     pub last_payload: String,
+    #[serde(skip)]
+    last_bytes: Vec<u8>,
     #[serde(skip)]
     recent: VecDeque<i64>,
 }
+
+/// Payload bytes kept per topic for its preview.
+const PAYLOAD_HEAD: usize = 1024;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorEvent {
@@ -210,19 +216,21 @@ impl State {
         });
     }
 
-    /// Counts one message seen on the watch subscription.
+    /// Counts one message seen on the watch subscription. Called for every message, so it
+    /// only copies the payload's head; the text shown is made when a snapshot is taken.
     pub fn observe_topic(&self, topic: &str, payload: &[u8], now_ms: i64) {
         let mut topics = lock(&self.topics);
-        if !topics.contains_key(topic) && topics.len() >= MAX_TOPICS {
-            return;
-        }
         if !topics.contains_key(topic) {
+            if topics.len() >= MAX_TOPICS {
+                return;
+            }
             let fresh = Topic {
                 topic: topic.to_string(),
                 count: 0,
                 rate: 0.0,
                 last_seen_ms: now_ms,
                 last_payload: String::new(),
+                last_bytes: Vec::new(),
                 recent: VecDeque::new(),
             };
             topics.insert(topic.to_string(), fresh);
@@ -232,10 +240,10 @@ impl State {
         };
         entry.count += 1;
         entry.last_seen_ms = now_ms;
-        entry.last_payload = truncate(
-            &String::from_utf8_lossy(&payload[..payload.len().min(1024)]),
-            512,
-        );
+        entry.last_bytes.clear();
+        entry
+            .last_bytes
+            .extend_from_slice(&payload[..payload.len().min(PAYLOAD_HEAD)]);
         if entry.recent.len() < 1000 {
             entry.recent.push_back(now_ms);
         }
@@ -301,6 +309,7 @@ impl State {
             .values_mut()
             .map(|t| {
                 t.rate = rate(&mut t.recent, now_ms);
+                t.last_payload = truncate(&String::from_utf8_lossy(&t.last_bytes), 512);
                 t.clone()
             })
             .collect();

@@ -242,7 +242,11 @@ async fn http_400_and_unknown_device_are_rejected_without_retry() {
     let snap = bridge.running.state.snapshot(0);
     assert_eq!((snap.counters["retried"], snap.outbox.dead_letters), (0, 2));
     bridge.stop().await;
-    let outbox = twinzo_bridge::outbox::Outbox::open(&dir.path().join("outbox.redb"), 600).unwrap();
+    let outbox = twinzo_bridge::outbox::Outbox::open(
+        &dir.path().join("outbox.redb"),
+        (&twinzo_bridge::config::OutboxConfig::default()).into(),
+    )
+    .unwrap();
     let reasons: Vec<String> = outbox
         .dead_letters(0, 10)
         .unwrap()

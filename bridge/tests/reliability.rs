@@ -227,7 +227,11 @@ async fn scenario_5_one_in_ten_malformed_is_set_aside_with_its_reason() {
     assert_eq!(bridge.child.id(), pid);
     bridge.terminate(Duration::from_secs(20));
 
-    let outbox = Outbox::open(&rig.dir.path().join("outbox.redb"), 600).unwrap();
+    let outbox = Outbox::open(
+        &rig.dir.path().join("outbox.redb"),
+        (&twinzo_bridge::config::OutboxConfig::default()).into(),
+    )
+    .unwrap();
     let mut reasons: Vec<String> = outbox
         .dead_letters(0, 1000)
         .unwrap()

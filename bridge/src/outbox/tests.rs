@@ -20,6 +20,14 @@ fn pending(login: &str, ts: i64) -> Pending {
     }
 }
 
+fn open(path: &Path, window_secs: u64) -> Result<Outbox, OutboxError> {
+    let dedup = Dedup {
+        window_secs,
+        max_keys: 1000,
+    };
+    Outbox::open(path, dedup)
+}
+
 fn record(login: &str, ts: i64) -> Entry {
     Entry::Record {
         pending: Box::new(pending(login, ts)),
@@ -32,7 +40,7 @@ fn records_survive_reopening_in_order_per_login() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.redb");
     {
-        let o = Outbox::open(&path, 600).unwrap();
+        let o = open(&path, 600).unwrap();
         let done = o
             .commit(vec![record("a", 1), record("b", 2), record("a", 3)], 10)
             .unwrap();
@@ -45,7 +53,7 @@ fn records_survive_reopening_in_order_per_login() {
             }
         );
     }
-    let o = Outbox::open(&path, 600).unwrap();
+    let o = open(&path, 600).unwrap();
     assert_eq!(o.stats().records, 3);
     let a: Vec<i64> = o
         .peek("a", 10)
@@ -59,10 +67,15 @@ fn records_survive_reopening_in_order_per_login() {
 #[test]
 fn a_key_seen_before_is_a_duplicate_even_after_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1)], 10).unwrap();
     let seqs: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
-    o.finish("a", &seqs, &[]).unwrap();
+    o.finish(&[Settled {
+        login: "a".into(),
+        delivered: seqs,
+        rejected: Vec::new(),
+    }])
+    .unwrap();
     assert_eq!(o.stats().records, 0);
     let again = o
         .commit(vec![record("a", 1), record("a", 1), record("a", 2)], 20)
@@ -80,7 +93,7 @@ fn a_key_seen_before_is_a_duplicate_even_after_delivery() {
 #[test]
 fn dedup_window_counts_back_from_the_newest_key() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Outbox::open(&dir.path().join("o.redb"), 1).unwrap();
+    let o = open(&dir.path().join("o.redb"), 1).unwrap();
     o.commit(vec![record("a", 1)], 1_000).unwrap();
     // Long after (a bridge that was down): the key is still known until newer keys push it out.
     assert_eq!(
@@ -102,7 +115,7 @@ fn dedup_window_counts_back_from_the_newest_key() {
 #[test]
 fn rejected_records_become_dead_letters_atomically() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1), record("a", 2)], 10).unwrap();
     let rows = o.peek("a", 10).unwrap();
     let letter = DeadLetter::new(
@@ -113,7 +126,12 @@ fn rejected_records_become_dead_letters_atomically() {
         100,
         11,
     );
-    o.finish("a", &[rows[0].0], &[(rows[1].0, letter)]).unwrap();
+    o.finish(&[Settled {
+        login: "a".into(),
+        delivered: vec![rows[0].0],
+        rejected: vec![(rows[1].0, letter)],
+    }])
+    .unwrap();
     let stats = o.stats();
     assert_eq!((stats.records, stats.dead_letters), (0, 1));
     let letters = o.dead_letters(0, 10).unwrap();
@@ -126,7 +144,7 @@ fn rejected_records_become_dead_letters_atomically() {
 #[test]
 fn ready_logins_follow_size_and_the_flush_cutoff() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(
         vec![
             record("young", 1000),
@@ -154,7 +172,7 @@ fn ready_logins_follow_size_and_the_flush_cutoff() {
 #[test]
 fn expired_records_move_to_dead_letters_with_reason_expired() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1), record("a", 5000)], 10)
         .unwrap();
     assert_eq!(o.expire(1000, 6000, 100).unwrap(), 1);
@@ -165,7 +183,7 @@ fn expired_records_move_to_dead_letters_with_reason_expired() {
 #[test]
 fn stats_track_bytes_and_oldest() {
     let dir = tempfile::tempdir().unwrap();
-    let o = Outbox::open(&dir.path().join("o.redb"), 600).unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 7), record("b", 3)], 10).unwrap();
     let s = o.stats();
     assert_eq!((s.records, s.logins, s.oldest_enqueued_ms), (2, 2, Some(3)));
@@ -188,5 +206,86 @@ fn stored_records_keep_their_payload_byte_for_byte() {
     assert!(
         Pending::decode(&[1, 0]).is_err(),
         "a truncated record is an error, not a panic"
+    );
+}
+
+#[test]
+fn dedup_keeps_the_newest_keys_up_to_the_limit_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.redb");
+    let small = Dedup {
+        window_secs: 600,
+        max_keys: 3,
+    };
+    {
+        let o = Outbox::open(&path, small).unwrap();
+        for ts in 1..=5 {
+            o.commit(vec![record("a", ts)], ts * 10).unwrap();
+        }
+    }
+    let o = Outbox::open(&path, small).unwrap();
+    // Newest first, so the keys stored again here push out none of the ones asked about.
+    let again: Vec<usize> = (1..=5)
+        .rev()
+        .map(|ts| o.commit(vec![record("a", ts)], 100).unwrap().duplicates)
+        .collect();
+    // 5, 4 and 3 are still known after reopening; 2 and 1 were forgotten (the limit is 3).
+    assert_eq!(again, vec![1, 1, 1, 0, 0]);
+}
+
+#[test]
+fn the_same_key_twice_in_one_commit_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
+    let done = o.commit(vec![record("a", 1), record("a", 1)], 10).unwrap();
+    assert_eq!((done.stored, done.duplicates), (1, 1));
+    assert_eq!(o.stats().records, 1);
+}
+
+#[test]
+fn an_outbox_of_the_first_layout_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut old = tx.open_table(OLD_PENDING).unwrap();
+            for (login, seq, ts) in [("b", 7, 3), ("a", 5, 1), ("a", 9, 2)] {
+                let bytes = pending(login, ts).encode().unwrap();
+                old.insert((login, seq), bytes.as_slice()).unwrap();
+            }
+            let mut seen = tx.open_table(OLD_SEEN).unwrap();
+            seen.insert("t:a:1", 10).unwrap();
+            let mut order = tx.open_table(OLD_SEEN_ORDER).unwrap();
+            order.insert((10, "t:a:1"), ()).unwrap();
+            let mut meta = tx.open_table(META).unwrap();
+            meta.insert("next_seq", 10).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let o = open(&path, 600).unwrap();
+    assert_eq!(o.stats().records, 3);
+    let a: Vec<i64> = o
+        .peek("a", 10)
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.location.timestamp)
+        .collect();
+    assert_eq!(a, vec![1, 2], "order within a login is kept");
+    assert_eq!(o.commit(vec![record("a", 1)], 20).unwrap().duplicates, 1);
+    let done = o.commit(vec![record("c", 1)], 20).unwrap();
+    assert_eq!(done.stored, 1);
+    drop(o);
+    let db = Database::open(&path).unwrap();
+    let tx = db.begin_read().unwrap();
+    let names: Vec<String> = tx
+        .list_tables()
+        .unwrap()
+        .map(|t| t.name().to_string())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n == "pending" || n == "seen"),
+        "{names:?}"
     );
 }
