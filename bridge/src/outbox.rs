@@ -39,8 +39,10 @@ use crate::twinzo::Location;
 
 /// Records by sequence number: new records append at the end of the tree.
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-/// Dedup keys (a 128-bit hash) by the time they were committed, oldest first.
-const SEEN_LOG: TableDefinition<(u64, u128), ()> = TableDefinition::new("seen_log");
+/// Dedup keys, one row per commit, oldest first: the commit's time (8 bytes, little endian)
+/// then its keys' 128-bit hashes (16 bytes each). A row per commit rather than per key keeps
+/// logging and forgetting keys to one B-tree change per thousand messages.
+const SEEN_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_log");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -229,6 +231,30 @@ struct Index {
 struct Seen {
     keys: HashSet<u128>,
     newest_ms: u64,
+    next_row: u64,
+}
+
+fn encode_seen(at_ms: u64, hashes: &[u128]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 16 * hashes.len());
+    out.extend_from_slice(&at_ms.to_le_bytes());
+    for h in hashes {
+        out.extend_from_slice(&h.to_le_bytes());
+    }
+    out
+}
+
+/// A `SEEN_LOG` row's time and hashes (a truncated row yields what it holds).
+fn decode_seen(bytes: &[u8]) -> (u64, impl Iterator<Item = u128> + '_) {
+    let at = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes);
+    let hashes = bytes
+        .get(8..)
+        .unwrap_or_default()
+        .chunks_exact(16)
+        .filter_map(|c| c.try_into().ok().map(u128::from_le_bytes));
+    (at, hashes)
 }
 
 /// The store. Methods block on disk I/O: call them from `spawn_blocking`.
@@ -297,12 +323,19 @@ impl Outbox {
                 .next_seq
                 .max(meta.get("next_seq")?.map_or(0, |v| v.value()));
             let log = tx.open_table(SEEN_LOG)?;
-            seen.newest_ms = log.last()?.map_or(0, |row| row.0.value().0);
+            if let Some((row, value)) = log.last()? {
+                seen.next_row = row.value() + 1;
+                seen.newest_ms = decode_seen(value.value()).0;
+            }
             let cutoff = seen
                 .newest_ms
                 .saturating_sub(dedup.window_secs.saturating_mul(1000));
-            for row in log.range((cutoff, 0)..)? {
-                seen.keys.insert(row?.0.value().1);
+            for row in log.iter()? {
+                let (_, value) = row?;
+                let (at, hashes) = decode_seen(value.value());
+                if at >= cutoff {
+                    seen.keys.extend(hashes);
+                }
             }
         }
         tx.commit()?;
@@ -337,6 +370,7 @@ impl Outbox {
         let mut added: Vec<(String, u64, i64, u32)> = Vec::new();
         // Keys new in this commit; they join `seen` only once it is durable.
         let mut fresh: HashSet<u128> = HashSet::new();
+        let mut logged: Vec<u128> = Vec::new();
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate);
         let forgotten = {
@@ -354,7 +388,7 @@ impl Outbox {
                             done.duplicates += 1;
                             continue;
                         }
-                        log.insert((now, hash), ())?;
+                        logged.push(hash);
                         let bytes = record.encode()?;
                         records.insert(seq, bytes.as_slice())?;
                         added.push((record.login, seq, record.enqueued_at_ms, bytes.len() as u32));
@@ -370,11 +404,17 @@ impl Outbox {
                 }
             }
             raise_next_seq(&tx, seq)?;
+            if !logged.is_empty() {
+                log.insert(seen.next_row, encode_seen(now, &logged).as_slice())?;
+            }
             let over = (seen.keys.len() + fresh.len()).saturating_sub(self.dedup.max_keys);
             self.prune_seen(&mut log, now, over, fresh.len())?
         };
         tx.commit()?;
 
+        if !logged.is_empty() {
+            seen.next_row += 1;
+        }
         seen.newest_ms = now;
         seen.keys.extend(fresh);
         for hash in forgotten {
@@ -395,31 +435,33 @@ impl Outbox {
         Ok(done)
     }
 
-    /// Removes the oldest dedup keys from the log: those older than the window (counted
-    /// back from the newest key) and `over` more, for the key limit. Returns them, to be
-    /// forgotten once the transaction commits. At most `added` + 1024 per commit, so the
+    /// Removes the oldest dedup rows from the log: those older than the window (counted back
+    /// from the newest key), then more while over the key limit by `over`. Returns their keys,
+    /// to be forgotten once the transaction commits. Stops after `added` + 1024 keys, so the
     /// log shrinks faster than it grows and one commit never pays for a long backlog.
     fn prune_seen(
         &self,
-        log: &mut redb::Table<(u64, u128), ()>,
+        log: &mut redb::Table<u64, &[u8]>,
         newest: u64,
-        mut over: usize,
+        over: usize,
         added: usize,
     ) -> Result<Vec<u128>, OutboxError> {
         let cutoff = newest.saturating_sub(self.dedup.window_secs.saturating_mul(1000));
         let mut forgotten = Vec::new();
         while forgotten.len() < added + 1024 {
-            let Some((key, _)) = log.first()? else {
-                break;
+            let row = match log.first()? {
+                Some((row, value)) => {
+                    let (at, _) = decode_seen(value.value());
+                    if at >= cutoff && forgotten.len() >= over {
+                        break;
+                    }
+                    row.value()
+                }
+                None => break,
             };
-            let (at, hash) = key.value();
-            drop(key);
-            if at >= cutoff && over == 0 {
-                break;
+            if let Some(value) = log.remove(row)? {
+                forgotten.extend(decode_seen(value.value()).1);
             }
-            over = over.saturating_sub(1);
-            log.remove((at, hash))?;
-            forgotten.push(hash);
         }
         Ok(forgotten)
     }
@@ -683,11 +725,18 @@ fn migrate_first_layout(tx: &redb::WriteTransaction) -> Result<(), OutboxError> 
             records.insert(seq, row?.1.value())?;
             seq += 1;
         }
-        let old_seen = tx.open_table(OLD_SEEN)?;
-        let mut log = tx.open_table(SEEN_LOG)?;
-        for row in old_seen.iter()? {
+        // One log row per commit time, oldest first, as the current layout writes them.
+        let mut by_time: BTreeMap<u64, Vec<u128>> = BTreeMap::new();
+        for row in tx.open_table(OLD_SEEN)?.iter()? {
             let (key, at) = row?;
-            log.insert((at.value(), key_hash(key.value())), ())?;
+            by_time
+                .entry(at.value())
+                .or_default()
+                .push(key_hash(key.value()));
+        }
+        let mut log = tx.open_table(SEEN_LOG)?;
+        for (row, (at, hashes)) in by_time.into_iter().enumerate() {
+            log.insert(row as u64, encode_seen(at, &hashes).as_slice())?;
         }
     }
     raise_next_seq(tx, seq)?;
