@@ -278,8 +278,9 @@ impl SectorConfig {
 pub struct BatchConfig {
     /// Flush a login's batch at this many locations.
     pub max_size: usize,
-    /// The flush tick: every this many ms each login's waiting records are sent, so no record
-    /// waits longer than this before its request.
+    /// The flush interval: each login's waiting records are sent at every tick, and the tick
+    /// runs this often less Twinzo's recent answer time, so records reach Twinzo within about
+    /// this many ms of arriving.
     pub max_age_ms: u64,
     /// Forward at most one point per device in this interval (0: all).
     pub min_interval_ms: u64,

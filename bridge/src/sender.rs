@@ -1,8 +1,10 @@
 //! The sender: drains the outbox to Twinzo, per login, in order.
 //!
-//! Batches go on a timer, like Twinzo's own connector: every `batch.max_age_ms` (the flush
-//! tick), every login with records gets a request, so no record waits longer than that before
-//! it is sent; a login that reaches `batch.max_size` records goes at once. Each login has at most one request in flight, so its records reach
+//! Batches go on a timer, like Twinzo's own connector: at every flush tick, every login with
+//! records gets a request; a login that reaches `batch.max_size` records goes at once. The tick
+//! runs every `batch.max_age_ms` less the recent time Twinzo took to answer (at most half the
+//! interval less), so a record reaches Twinzo within about `batch.max_age_ms` of arriving
+//! rather than that plus the request. Each login has at most one request in flight, so its records reach
 //! Twinzo in the order they were received. Device mode sends one request per login
 //! (`max_concurrent_requests` at once); API-key mode puts up to 50 ready logins in one batch
 //! call. A failed batch stays in the outbox and its login waits out a backoff: exponential
@@ -34,7 +36,11 @@ use crate::Backoff;
 const LOGINS_PER_BATCH: usize = 50;
 
 type Batch = (String, Vec<(u64, Pending)>);
-type Done = Vec<(Batch, Delivery)>;
+/// What one request did, and how long it took.
+type Done = (Duration, Vec<(Batch, Delivery)>);
+
+/// The weight of the newest accepted request in the latency estimate.
+const LATENCY_WEIGHT: f64 = 0.2;
 
 struct Waiting {
     until: Instant,
@@ -86,8 +92,9 @@ impl Sender {
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut requests: JoinSet<Done> = JoinSet::new();
         let mut next_expiry = Instant::now();
-        let tick = Duration::from_millis(self.max_age_ms.max(1) as u64);
-        let mut next_tick = Instant::now() + tick;
+        // Twinzo's recent answer time (ms), a moving average of accepted requests.
+        let mut latency_ms = 0.0;
+        let mut next_tick = Instant::now() + self.flush_period(latency_ms);
         let mut cutoff_ms = i64::MIN;
 
         loop {
@@ -98,7 +105,7 @@ impl Sender {
             let now = Instant::now();
             if now >= next_tick {
                 cutoff_ms = now_ms();
-                next_tick = (next_tick + tick).max(now);
+                next_tick = (next_tick + self.flush_period(latency_ms)).max(now);
             }
 
             if let Some(max_age) = self.expire_after_ms.filter(|_| now >= next_expiry) {
@@ -138,7 +145,11 @@ impl Sender {
                 biased;
                 () = hard_stop.cancelled() => break,
                 Some(done) = requests.join_next(), if !requests.is_empty() => {
-                    if let Ok(done) = done {
+                    if let Ok((took, done)) = done {
+                        if done.iter().all(|(_, d)| matches!(d, Delivery::Accepted { .. })) {
+                            let ms = took.as_secs_f64() * 1000.0;
+                            latency_ms += LATENCY_WEIGHT * (ms - latency_ms);
+                        }
                         let mut settled = Vec::with_capacity(done.len());
                         for ((login, records), delivery) in done {
                             busy.remove(&login);
@@ -154,6 +165,13 @@ impl Sender {
         }
         let left = self.outbox.stats().records;
         tracing::info!(records_kept = left, "sender stopped");
+    }
+
+    /// The time between flush ticks: the interval less Twinzo's recent answer time, so records
+    /// are delivered, not only sent, within the interval; never less than half of it.
+    fn flush_period(&self, latency_ms: f64) -> Duration {
+        let interval = self.max_age_ms.max(1) as f64;
+        Duration::from_secs_f64((interval - latency_ms).max(interval / 2.0) / 1000.0)
     }
 
     /// Starts requests for ready logins, within the concurrency limit.
@@ -179,6 +197,7 @@ impl Sender {
             let twinzo = self.twinzo.clone();
             let directory = self.directory.clone();
             requests.spawn(async move {
+                let started = Instant::now();
                 let deliveries = match twinzo.mode() {
                     AuthMode::Device => {
                         let (login, records) = &chunk[0];
@@ -203,7 +222,10 @@ impl Sender {
                         twinzo.send_batch(&groups).await
                     }
                 };
-                chunk.into_iter().zip(deliveries).collect()
+                (
+                    started.elapsed(),
+                    chunk.into_iter().zip(deliveries).collect(),
+                )
             });
         }
     }
