@@ -25,32 +25,22 @@
 //! session (`max_queued_messages`). With `max_age_secs` set, older records move to dead letters
 //! with reason `expired`. Depth, bytes and the oldest age are in [`OutboxStats`].
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
-use redb::{
-    Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
-};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
 use crate::config::OutboxConfig;
 use crate::twinzo::Location;
 
-/// Records by sequence number: new records append at the end of the tree.
-const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-/// Dedup keys, one row per commit, oldest first: the commit's time (8 bytes, little endian)
-/// then its keys' 128-bit hashes (16 bytes each). A row per commit rather than per key keeps
-/// logging and forgetting keys to one B-tree change per thousand messages.
-const SEEN_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_log");
-const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+mod layout;
 
-/// The tables of the first layout (records keyed by login, dedup keys in two string-keyed
-/// tables), migrated at open.
-const OLD_PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pending");
-const OLD_SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
-const OLD_SEEN_ORDER: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_order");
+use layout::{
+    decode_row, decode_seen, encode_row, encode_seen, key_hash, migrate_first_layout,
+    raise_next_seq, DEAD, META, RECORD_OVERHEAD, ROWS, SEEN_LOG,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -218,12 +208,42 @@ impl From<&OutboxConfig> for Dedup {
 
 #[derive(Default)]
 struct Index {
-    /// Per login, its records' (seq, enqueued ms, bytes) in order.
-    logins: BTreeMap<String, VecDeque<(u64, i64, u32)>>,
+    logins: BTreeMap<String, Queue>,
     records: u64,
     bytes: u64,
     dead: u64,
     next_seq: u64,
+}
+
+/// A record ready to store: its enqueue time and its bytes.
+type Encoded = (i64, Vec<u8>);
+
+/// One login's records, in order.
+#[derive(Default)]
+struct Queue {
+    /// Each record's (seq, enqueued ms, bytes).
+    records: VecDeque<(u64, i64, u32)>,
+    /// The rows holding them: row id (its first record's seq) and how many are left in it.
+    rows: BTreeMap<u64, u32>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn front(&self) -> Option<&(u64, i64, u32)> {
+        self.records.front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u64, i64, u32)> {
+        self.records.iter()
+    }
+
+    /// The row a record is in.
+    fn row_of(&self, seq: u64) -> Option<u64> {
+        self.rows.range(..=seq).next_back().map(|(row, _)| *row)
+    }
 }
 
 /// The dedup keys of the window, mirrored from `SEEN_LOG`.
@@ -234,29 +254,6 @@ struct Seen {
     next_row: u64,
 }
 
-fn encode_seen(at_ms: u64, hashes: &[u128]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 16 * hashes.len());
-    out.extend_from_slice(&at_ms.to_le_bytes());
-    for h in hashes {
-        out.extend_from_slice(&h.to_le_bytes());
-    }
-    out
-}
-
-/// A `SEEN_LOG` row's time and hashes (a truncated row yields what it holds).
-fn decode_seen(bytes: &[u8]) -> (u64, impl Iterator<Item = u128> + '_) {
-    let at = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes);
-    let hashes = bytes
-        .get(8..)
-        .unwrap_or_default()
-        .chunks_exact(16)
-        .filter_map(|c| c.try_into().ok().map(u128::from_le_bytes));
-    (at, hashes)
-}
-
 /// The store. Methods block on disk I/O: call them from `spawn_blocking`.
 pub struct Outbox {
     db: Database,
@@ -264,11 +261,6 @@ pub struct Outbox {
     /// Held through a whole commit: commits run one at a time.
     seen: Mutex<Seen>,
     dedup: Dedup,
-}
-
-/// The stored form of a dedup key.
-fn key_hash(key: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(key.as_bytes())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -298,20 +290,24 @@ impl Outbox {
         let mut index = Index::default();
         let mut seen = Seen::default();
         {
-            let records = tx.open_table(RECORDS)?;
-            for row in records.iter()? {
+            let rows = tx.open_table(ROWS)?;
+            for row in rows.iter()? {
                 let (key, value) = row?;
-                let seq = key.value();
-                let record = Pending::decode(value.value())?;
-                let size = value.value().len() as u32;
-                index.logins.entry(record.login).or_default().push_back((
-                    seq,
-                    record.enqueued_at_ms,
-                    size,
-                ));
-                index.records += 1;
-                index.bytes += u64::from(size);
-                index.next_seq = index.next_seq.max(seq + 1);
+                let records = decode_row(value.value())?;
+                let Some(&(_, first)) = records.first() else {
+                    continue;
+                };
+                let login = Pending::decode(first)?.login;
+                let queue = index.logins.entry(login).or_default();
+                queue.rows.insert(key.value(), records.len() as u32);
+                for (seq, bytes) in records {
+                    let size = bytes.len() as u32 + RECORD_OVERHEAD;
+                    let at = Pending::decode(bytes)?.enqueued_at_ms;
+                    queue.records.push_back((seq, at, size));
+                    index.records += 1;
+                    index.bytes += u64::from(size);
+                    index.next_seq = index.next_seq.max(seq + 1);
+                }
             }
             let dead = tx.open_table(DEAD)?;
             index.dead = dead.len()?;
@@ -367,14 +363,16 @@ impl Outbox {
             index.next_seq += entries.len() as u64;
             base
         };
-        let mut added: Vec<(String, u64, i64, u32)> = Vec::new();
+        // The records of this commit by login, in arrival order: a row each.
+        let mut groups: Vec<(String, Vec<Encoded>)> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
         // Keys new in this commit; they join `seen` only once it is durable.
         let mut fresh: HashSet<u128> = HashSet::new();
         let mut logged: Vec<u128> = Vec::new();
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate);
         let forgotten = {
-            let mut records = tx.open_table(RECORDS)?;
+            let mut rows = tx.open_table(ROWS)?;
             let mut log = tx.open_table(SEEN_LOG)?;
             let mut dead = tx.open_table(DEAD)?;
             for entry in entries {
@@ -390,9 +388,12 @@ impl Outbox {
                         }
                         logged.push(hash);
                         let bytes = record.encode()?;
-                        records.insert(seq, bytes.as_slice())?;
-                        added.push((record.login, seq, record.enqueued_at_ms, bytes.len() as u32));
-                        seq += 1;
+                        let at = record.enqueued_at_ms;
+                        let group = *group_of.entry(record.login).or_insert_with_key(|login| {
+                            groups.push((login.clone(), Vec::new()));
+                            groups.len() - 1
+                        });
+                        groups[group].1.push((at, bytes));
                         done.stored += 1;
                     }
                     Entry::Dead(mut letter) => {
@@ -402,6 +403,16 @@ impl Outbox {
                         done.dead += 1;
                     }
                 }
+            }
+            for (_, records) in &groups {
+                let row = encode_row(
+                    records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, bytes))| (seq + i as u64, bytes.as_slice())),
+                );
+                rows.insert(seq, row.as_slice())?;
+                seq += records.len() as u64;
             }
             raise_next_seq(&tx, seq)?;
             if !logged.is_empty() {
@@ -423,15 +434,21 @@ impl Outbox {
         drop(seen);
         let mut index = self.index();
         index.dead += done.dead as u64;
-        for (login, seq, at, size) in added {
-            index
-                .logins
-                .entry(login)
-                .or_default()
-                .push_back((seq, at, size));
-            index.records += 1;
-            index.bytes += u64::from(size);
+        // The rows' sequence numbers follow the dead letters', as assigned above.
+        let mut seq = seq - done.stored as u64;
+        for (login, records) in groups {
+            let queue = index.logins.entry(login).or_default();
+            queue.rows.insert(seq, records.len() as u32);
+            let mut added = 0;
+            for (at, bytes) in records {
+                let size = bytes.len() as u32 + RECORD_OVERHEAD;
+                queue.records.push_back((seq, at, size));
+                added += u64::from(size);
+                seq += 1;
+            }
+            index.bytes += added;
         }
+        index.records += done.stored as u64;
         Ok(done)
     }
 
@@ -468,16 +485,32 @@ impl Outbox {
 
     /// Up to `max` of the login's oldest records, in order.
     pub fn peek(&self, login: &str, max: usize) -> Result<Vec<(u64, Pending)>, OutboxError> {
-        let seqs: Vec<u64> = match self.index().logins.get(login) {
-            Some(queue) => queue.iter().take(max).map(|(s, _, _)| *s).collect(),
-            None => return Ok(Vec::new()),
-        };
+        // The wanted records, by row.
+        let mut wanted: Vec<(u64, Vec<u64>)> = Vec::new();
+        {
+            let index = self.index();
+            let Some(queue) = index.logins.get(login) else {
+                return Ok(Vec::new());
+            };
+            for &(seq, _, _) in queue.iter().take(max) {
+                let row = queue.row_of(seq).unwrap_or(seq);
+                match wanted.last_mut() {
+                    Some((r, seqs)) if *r == row => seqs.push(seq),
+                    _ => wanted.push((row, vec![seq])),
+                }
+            }
+        }
         let tx = self.db.begin_read()?;
-        let table = tx.open_table(RECORDS)?;
-        let mut out = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(value) = table.get(seq)? {
-                out.push((seq, Pending::decode(value.value())?));
+        let table = tx.open_table(ROWS)?;
+        let mut out = Vec::with_capacity(max);
+        for (row, seqs) in wanted {
+            let Some(value) = table.get(row)? else {
+                continue;
+            };
+            for (seq, bytes) in decode_row(value.value())? {
+                if seqs.contains(&seq) {
+                    out.push((seq, Pending::decode(bytes)?));
+                }
             }
         }
         Ok(out)
@@ -500,15 +533,27 @@ impl Outbox {
             index.next_seq += rejected_count as u64;
             (base, index.records <= leaving as u64)
         };
-        let mut gone: Vec<u64> = settled
-            .iter()
-            .flat_map(|s| {
+        // Per row touched: the records leaving it, and whether that empties it.
+        let mut touched: BTreeMap<u64, (HashSet<u64>, bool)> = BTreeMap::new();
+        {
+            let index = self.index();
+            for s in settled {
+                let Some(queue) = index.logins.get(&s.login) else {
+                    continue;
+                };
                 let rejected = s.rejected.iter().map(|(seq, _)| *seq);
-                s.delivered.iter().copied().chain(rejected)
-            })
-            .collect();
-        // In key order, so neighbouring removals share the pages they touch.
-        gone.sort_unstable();
+                for seq in s.delivered.iter().copied().chain(rejected) {
+                    if let Some(row) = queue.row_of(seq) {
+                        touched.entry(row).or_default().0.insert(seq);
+                    }
+                }
+                for (row, (leaving, empties)) in touched.iter_mut() {
+                    if let Some(&left) = queue.rows.get(row) {
+                        *empties = leaving.len() >= left as usize;
+                    }
+                }
+            }
+        }
         let mut tx = self.db.begin_write()?;
         // Removing a delivered record need not be fsynced: lost in a crash, it is only sent
         // again (a duplicate Twinzo answers with `Update`), never lost. The next ingest commit,
@@ -519,9 +564,25 @@ impl Outbox {
             Durability::None
         });
         {
-            let mut records = tx.open_table(RECORDS)?;
-            for &s in &gone {
-                records.remove(s)?;
+            let mut rows = tx.open_table(ROWS)?;
+            for (&row, (leaving, empties)) in &touched {
+                if *empties {
+                    rows.remove(row)?;
+                    continue;
+                }
+                // A row partly settled keeps the rest of its records.
+                let rest = match rows.get(row)? {
+                    Some(value) => {
+                        let records = decode_row(value.value())?;
+                        encode_row(
+                            records
+                                .into_iter()
+                                .filter(|(seq, _)| !leaving.contains(seq)),
+                        )
+                    }
+                    None => continue,
+                };
+                rows.insert(row, rest.as_slice())?;
             }
             let mut dead = tx.open_table(DEAD)?;
             for (_, letter) in settled.iter().flat_map(|s| &s.rejected) {
@@ -545,7 +606,18 @@ impl Outbox {
                 .collect();
             let (mut freed, mut removed) = (0u64, 0u64);
             if let Some(queue) = index.logins.get_mut(&s.login) {
-                queue.retain(|(seq, _, size)| {
+                for &seq in &leaving {
+                    let Some(row) = queue.row_of(seq) else {
+                        continue;
+                    };
+                    if let Some(left) = queue.rows.get_mut(&row) {
+                        *left = left.saturating_sub(1);
+                        if *left == 0 {
+                            queue.rows.remove(&row);
+                        }
+                    }
+                }
+                queue.records.retain(|(seq, _, size)| {
                     let keep = !leaving.contains(seq);
                     if !keep {
                         freed += u64::from(*size);
@@ -553,7 +625,7 @@ impl Outbox {
                     }
                     keep
                 });
-                if queue.is_empty() {
+                if queue.records.is_empty() {
                     index.logins.remove(&s.login);
                 }
             }
@@ -705,54 +777,6 @@ impl Outbox {
         index.dead = index.dead.saturating_sub(removed);
         Ok(removed)
     }
-}
-
-/// Stores the next sequence number, never lowering it (commits may finish out of order).
-/// Moves the rows of the first layout, if any, into the current tables and drops the old ones.
-fn migrate_first_layout(tx: &redb::WriteTransaction) -> Result<(), OutboxError> {
-    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_string()).collect();
-    if !names.iter().any(|n| n == "pending") {
-        return Ok(());
-    }
-    let mut seq = tx
-        .open_table(META)?
-        .get("next_seq")?
-        .map_or(0, |v| v.value());
-    {
-        let old = tx.open_table(OLD_PENDING)?;
-        let mut records = tx.open_table(RECORDS)?;
-        for row in old.iter()? {
-            records.insert(seq, row?.1.value())?;
-            seq += 1;
-        }
-        // One log row per commit time, oldest first, as the current layout writes them.
-        let mut by_time: BTreeMap<u64, Vec<u128>> = BTreeMap::new();
-        for row in tx.open_table(OLD_SEEN)?.iter()? {
-            let (key, at) = row?;
-            by_time
-                .entry(at.value())
-                .or_default()
-                .push(key_hash(key.value()));
-        }
-        let mut log = tx.open_table(SEEN_LOG)?;
-        for (row, (at, hashes)) in by_time.into_iter().enumerate() {
-            log.insert(row as u64, encode_seen(at, &hashes).as_slice())?;
-        }
-    }
-    raise_next_seq(tx, seq)?;
-    tx.delete_table(OLD_PENDING)?;
-    tx.delete_table(OLD_SEEN)?;
-    tx.delete_table(OLD_SEEN_ORDER)?;
-    Ok(())
-}
-
-fn raise_next_seq(tx: &redb::WriteTransaction, seq: u64) -> Result<(), OutboxError> {
-    let mut meta = tx.open_table(META)?;
-    let stored = meta.get("next_seq")?.map_or(0, |v| v.value());
-    if seq > stored {
-        meta.insert("next_seq", seq)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

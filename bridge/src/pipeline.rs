@@ -26,7 +26,7 @@ use crate::twinzo::client::now_ms;
 use crate::twinzo::Location;
 
 /// Messages committed together at most.
-const GROUP: usize = 1024;
+const GROUP: usize = 4096;
 
 /// What one message became.
 #[derive(Debug)]

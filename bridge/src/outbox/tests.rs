@@ -1,4 +1,6 @@
+use super::layout::{OLD_PENDING, OLD_SEEN, OLD_SEEN_ORDER};
 use super::*;
+use redb::TableHandle;
 
 fn pending(login: &str, ts: i64) -> Pending {
     Pending {
@@ -288,4 +290,53 @@ fn an_outbox_of_the_first_layout_is_migrated_at_open() {
         !names.iter().any(|n| n == "pending" || n == "seen"),
         "{names:?}"
     );
+}
+
+#[test]
+fn a_row_settled_in_parts_keeps_the_rest_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.redb");
+    let timestamps = |o: &Outbox, login: &str| -> Vec<i64> {
+        o.peek(login, 100)
+            .unwrap()
+            .iter()
+            .map(|(_, p)| p.location.timestamp)
+            .collect()
+    };
+    {
+        let o = open(&path, 600).unwrap();
+        // One commit, two logins interleaved: a row each.
+        let entries = (1..=5)
+            .flat_map(|ts| [record("a", ts), record("b", ts)])
+            .collect();
+        assert_eq!(o.commit(entries, 10).unwrap().stored, 10);
+        let a = o.peek("a", 3).unwrap();
+        let letter = DeadLetter::new("t", b"{}", "twinzo_rejected", "no".into(), 100, 10);
+        o.finish(&[Settled {
+            login: "a".into(),
+            delivered: vec![a[0].0, a[1].0],
+            rejected: vec![(a[2].0, letter)],
+        }])
+        .unwrap();
+        assert_eq!(timestamps(&o, "a"), vec![4, 5]);
+    }
+    let o = open(&path, 600).unwrap();
+    assert_eq!(o.stats().records, 7);
+    assert_eq!(o.stats().dead_letters, 1);
+    assert_eq!(timestamps(&o, "a"), vec![4, 5]);
+    assert_eq!(timestamps(&o, "b"), vec![1, 2, 3, 4, 5]);
+    let rest: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
+    o.finish(&[Settled {
+        login: "a".into(),
+        delivered: rest,
+        rejected: Vec::new(),
+    }])
+    .unwrap();
+    let bytes = o.stats().bytes;
+    assert!(bytes > 0, "b's records are still counted");
+    drop(o);
+    let o = open(&path, 600).unwrap();
+    assert_eq!(o.stats().records, 5);
+    assert_eq!(o.stats().bytes, bytes, "the same count after reopening");
+    assert!(timestamps(&o, "a").is_empty());
 }
