@@ -36,6 +36,7 @@ use crate::config::OutboxConfig;
 use crate::twinzo::Location;
 
 mod layout;
+mod record;
 
 use layout::{
     decode_row, decode_seen, encode_row, encode_seen, key_hash, migrate_first_layout,
@@ -84,36 +85,10 @@ pub struct Pending {
     pub location: Location,
     pub topic: String,
     /// The original payload, kept so a rejected record can be replayed after a config fix.
-    /// Stored beside the JSON, not in it, so it is never escaped and unescaped.
+    /// Stored after the binary head as it came (see `outbox/record.rs`).
     #[serde(skip)]
     pub payload: String,
     pub enqueued_at_ms: i64,
-}
-
-impl Pending {
-    /// The stored form: the length of the JSON head (4 bytes, little endian), the head, then
-    /// the payload as it came.
-    fn encode(&self) -> Result<Vec<u8>, OutboxError> {
-        let head = serde_json::to_vec(self)?;
-        let mut out = Vec::with_capacity(4 + head.len() + self.payload.len());
-        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-        out.extend_from_slice(&head);
-        out.extend_from_slice(self.payload.as_bytes());
-        Ok(out)
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Pending, OutboxError> {
-        let corrupt = || OutboxError::Corrupt(serde::de::Error::custom("truncated outbox record"));
-        let len_bytes: [u8; 4] = bytes
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(corrupt)?;
-        let len = u32::from_le_bytes(len_bytes) as usize;
-        let head = bytes.get(4..4 + len).ok_or_else(corrupt)?;
-        let mut pending: Pending = serde_json::from_slice(head)?;
-        pending.payload = String::from_utf8_lossy(&bytes[4 + len..]).into_owned();
-        Ok(pending)
-    }
 }
 
 /// A message or record set aside, with why.
@@ -387,7 +362,7 @@ impl Outbox {
                             continue;
                         }
                         logged.push(hash);
-                        let bytes = record.encode()?;
+                        let bytes = record.encode();
                         let at = record.enqueued_at_ms;
                         let group = *group_of.entry(record.login).or_insert_with_key(|login| {
                             groups.push((login.clone(), Vec::new()));

@@ -105,7 +105,8 @@ pub(super) fn migrate_first_layout(tx: &redb::WriteTransaction) -> Result<(), Ou
         let mut rows = tx.open_table(ROWS)?;
         for row in old.iter()? {
             let (_, value) = row?;
-            rows.insert(seq, encode_row([(seq, value.value())]).as_slice())?;
+            let record = super::Pending::decode_first_layout(value.value())?.encode();
+            rows.insert(seq, encode_row([(seq, record.as_slice())]).as_slice())?;
             seq += 1;
         }
         // A dedup row per commit time, oldest first, as the current layout writes them.

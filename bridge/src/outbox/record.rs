@@ -1,0 +1,114 @@
+//! The stored form of a [`Pending`] record: a fixed binary head, then the payload as it came.
+//!
+//! Version 1: a version byte; login, device and topic, each as a length (4 bytes) and UTF-8
+//! bytes; the location (timestamp i64, sector i32, x, y, z f32, interval as a presence byte and
+//! an i32, battery as a presence byte and a u8, moving as a byte); the enqueue time (i64); the
+//! rest is the payload. Numbers are little endian. The first layout's records (a JSON head
+//! after its length) are read by [`Pending::decode_first_layout`] when they are migrated.
+
+use super::{OutboxError, Pending};
+use crate::twinzo::Location;
+
+const VERSION: u8 = 1;
+
+fn corrupt(why: &str) -> OutboxError {
+    OutboxError::Corrupt(serde::de::Error::custom(format!("outbox record: {why}")))
+}
+
+impl Pending {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let strings = self.login.len() + self.device.len() + self.topic.len();
+        let mut out = Vec::with_capacity(64 + strings + self.payload.len());
+        out.push(VERSION);
+        for s in [&self.login, &self.device, &self.topic] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        let l = &self.location;
+        out.extend_from_slice(&l.timestamp.to_le_bytes());
+        out.extend_from_slice(&l.sector_id.to_le_bytes());
+        for v in [l.x, l.y, l.z] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(u8::from(l.interval.is_some()));
+        out.extend_from_slice(&l.interval.unwrap_or(0).to_le_bytes());
+        out.push(u8::from(l.battery.is_some()));
+        out.push(l.battery.unwrap_or(0));
+        out.push(u8::from(l.is_moving));
+        out.extend_from_slice(&self.enqueued_at_ms.to_le_bytes());
+        out.extend_from_slice(self.payload.as_bytes());
+        out
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Result<Pending, OutboxError> {
+        let mut r = Reader(bytes);
+        if r.take::<1>()?[0] != VERSION {
+            return Err(corrupt("unknown version"));
+        }
+        let login = r.string()?;
+        let device = r.string()?;
+        let topic = r.string()?;
+        let timestamp = i64::from_le_bytes(r.take()?);
+        let sector_id = i32::from_le_bytes(r.take()?);
+        let x = f32::from_le_bytes(r.take()?);
+        let y = f32::from_le_bytes(r.take()?);
+        let z = f32::from_le_bytes(r.take()?);
+        let has_interval = r.take::<1>()?[0] != 0;
+        let interval = i32::from_le_bytes(r.take()?);
+        let [has_battery, battery] = r.take::<2>()?;
+        let is_moving = r.take::<1>()?[0] != 0;
+        let enqueued_at_ms = i64::from_le_bytes(r.take()?);
+        Ok(Pending {
+            login,
+            device,
+            location: Location {
+                timestamp,
+                sector_id,
+                x,
+                y,
+                z,
+                interval: has_interval.then_some(interval),
+                battery: (has_battery != 0).then_some(battery),
+                is_moving,
+            },
+            topic,
+            payload: String::from_utf8_lossy(r.0).into_owned(),
+            enqueued_at_ms,
+        })
+    }
+
+    /// A record of the first layout: the length of a JSON head (4 bytes), the head, the
+    /// payload.
+    pub(super) fn decode_first_layout(bytes: &[u8]) -> Result<Pending, OutboxError> {
+        let mut r = Reader(bytes);
+        let len = u32::from_le_bytes(r.take()?) as usize;
+        let head = r.0.get(..len).ok_or_else(|| corrupt("truncated"))?;
+        let mut pending: Pending = serde_json::from_slice(head)?;
+        pending.payload = String::from_utf8_lossy(&r.0[len..]).into_owned();
+        Ok(pending)
+    }
+}
+
+/// Reads fields off the front of a record.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], OutboxError> {
+        let (head, rest) = self
+            .0
+            .split_first_chunk::<N>()
+            .ok_or_else(|| corrupt("truncated"))?;
+        self.0 = rest;
+        Ok(*head)
+    }
+
+    fn string(&mut self) -> Result<String, OutboxError> {
+        let len = u32::from_le_bytes(self.take()?) as usize;
+        let (s, rest) = self
+            .0
+            .split_at_checked(len)
+            .ok_or_else(|| corrupt("truncated"))?;
+        self.0 = rest;
+        String::from_utf8(s.to_vec()).map_err(|_| corrupt("a name is not UTF-8"))
+    }
+}
