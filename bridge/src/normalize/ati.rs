@@ -33,7 +33,11 @@ pub(crate) fn read(root: &Map<String, Value>, ctx: &Context<'_>) -> Result<Outco
     };
     let mut p = [0.0; 6];
     for (i, v) in pose.iter().enumerate() {
-        p[i] = super::number(Some(v), &format!("pose[{i}]"))?;
+        // The field's name is made only for an error: this runs for every message.
+        p[i] = match v.as_f64() {
+            Some(f) if f.is_finite() => f,
+            _ => super::number(Some(v), &format!("pose[{i}]"))?,
+        };
     }
     let (x, y, z, heading) = if pose.len() == 3 {
         (p[0], p[1], 0.0, p[2])
