@@ -15,10 +15,11 @@
 //! `dedup_max_keys`, is dropped at commit. The window is measured from the newest commit, not
 //! the wall clock, so a bridge that was down for hours still recognises the redeliveries that
 //! greet it. The keys (128-bit hashes) are looked up in memory and logged in `seen_log` in the
-//! same transaction as their records, so they survive a restart. Duplicates can still reach Twinzo when the
-//! bridge dies after Twinzo accepted a batch and before the deletion committed (the batch is
-//! sent again; Twinzo answers `Update` for a timestamp it has), and in `ati.timestamp =
-//! "received"` mode for messages without a message id, whose redelivery gets a new time.
+//! same transaction as their records, so they survive a restart. Duplicates can still reach
+//! Twinzo when the bridge dies after Twinzo accepted a batch and before the deletion committed
+//! (the batch is sent again; Twinzo answers `Update` for a timestamp it has), and in
+//! `ati.timestamp = "received"` mode for messages without a message id, whose redelivery gets
+//! a new time.
 //!
 //! # Bounds
 //! Above `max_records` the ingest stops acknowledging: the broker keeps the rest in our durable
@@ -190,6 +191,10 @@ struct Index {
     next_seq: u64,
 }
 
+/// Records per row at most: a row is read whole by every request that takes part of it, and
+/// rewritten when partly settled, so a burst from one robot must not make one huge row.
+const ROW_MAX: usize = 64;
+
 /// A record ready to store: its enqueue time and its bytes.
 type Encoded = (i64, Vec<u8>);
 
@@ -290,9 +295,11 @@ impl Outbox {
                 index.next_seq = index.next_seq.max(row.0.value() + 1);
             }
             let meta = tx.open_table(META)?;
+            // Numbering starts at 1: dead letters are listed "after" an id, from 0.
             index.next_seq = index
                 .next_seq
-                .max(meta.get("next_seq")?.map_or(0, |v| v.value()));
+                .max(meta.get("next_seq")?.map_or(1, |v| v.value()))
+                .max(1);
             let log = tx.open_table(SEEN_LOG)?;
             if let Some((row, value)) = log.last()? {
                 seen.next_row = row.value() + 1;
@@ -380,14 +387,16 @@ impl Outbox {
                 }
             }
             for (_, records) in &groups {
-                let row = encode_row(
-                    records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (_, bytes))| (seq + i as u64, bytes.as_slice())),
-                );
-                rows.insert(seq, row.as_slice())?;
-                seq += records.len() as u64;
+                for chunk in records.chunks(ROW_MAX) {
+                    let row = encode_row(
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (_, bytes))| (seq + i as u64, bytes.as_slice())),
+                    );
+                    rows.insert(seq, row.as_slice())?;
+                    seq += chunk.len() as u64;
+                }
             }
             raise_next_seq(&tx, seq)?;
             if !logged.is_empty() {
@@ -402,10 +411,11 @@ impl Outbox {
             seen.next_row += 1;
         }
         seen.newest_ms = now;
-        seen.keys.extend(fresh);
+        // Forgotten first: a key can be both in an expired row and new again in this one.
         for hash in forgotten {
             seen.keys.remove(&hash);
         }
+        seen.keys.extend(fresh);
         drop(seen);
         let mut index = self.index();
         index.dead += done.dead as u64;
@@ -413,13 +423,15 @@ impl Outbox {
         let mut seq = seq - done.stored as u64;
         for (login, records) in groups {
             let queue = index.logins.entry(login).or_default();
-            queue.rows.insert(seq, records.len() as u32);
             let mut added = 0;
-            for (at, bytes) in records {
-                let size = bytes.len() as u32 + RECORD_OVERHEAD;
-                queue.records.push_back((seq, at, size));
-                added += u64::from(size);
-                seq += 1;
+            for chunk in records.chunks(ROW_MAX) {
+                queue.rows.insert(seq, chunk.len() as u32);
+                for (at, bytes) in chunk {
+                    let size = bytes.len() as u32 + RECORD_OVERHEAD;
+                    queue.records.push_back((seq, *at, size));
+                    added += u64::from(size);
+                    seq += 1;
+                }
             }
             index.bytes += added;
         }

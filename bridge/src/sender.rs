@@ -4,8 +4,8 @@
 //! records gets a request; a login that reaches `batch.max_size` records goes at once. The tick
 //! runs every `batch.max_age_ms` less the recent time Twinzo took to answer (at most half the
 //! interval less), so a record reaches Twinzo within about `batch.max_age_ms` of arriving
-//! rather than that plus the request. Each login has at most one request in flight, so its records reach
-//! Twinzo in the order they were received. Device mode sends one request per login
+//! rather than that plus the request. Each login has at most one request in flight, so its
+//! records reach Twinzo in the order they were received. Device mode sends one request per login
 //! (`max_concurrent_requests` at once); API-key mode puts up to 50 ready logins in one batch
 //! call. A failed batch stays in the outbox and its login waits out a backoff: exponential
 //! from `retry.min_delay_ms` to `retry.max_delay_ms`, with full jitter (a uniform draw between

@@ -1,9 +1,9 @@
 //! How the outbox lies on disk: its tables, the byte layout of their rows, and the migration
 //! from the first layout.
 //!
-//! Records are stored a row per login per commit: at a thousand messages per commit from a
-//! hundred robots, that is one B-tree insert (and later one removal) per ten records instead
-//! of one per record. Dedup keys are stored a row per commit.
+//! Records are stored a row per login per commit (at most 64 records a row): at a thousand
+//! messages per commit from a hundred robots, that is one B-tree insert (and later one
+//! removal) per ten records instead of one per record. Dedup keys are stored a row per commit.
 
 use std::collections::BTreeMap;
 

@@ -358,3 +358,54 @@ fn a_row_settled_in_parts_keeps_the_rest_across_reopening() {
     assert_eq!(o.stats().bytes, bytes, "the same count after reopening");
     assert!(timestamps(&o, "a").is_empty());
 }
+
+#[test]
+fn a_burst_from_one_login_is_split_into_bounded_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.redb");
+    {
+        let o = open(&path, 600).unwrap();
+        let entries = (1..=200).map(|ts| record("a", ts)).collect();
+        assert_eq!(o.commit(entries, 10).unwrap().stored, 200);
+        // Settle 100 (not a multiple of the row size), in two requests.
+        for _ in 0..2 {
+            let seqs = o.peek("a", 50).unwrap().iter().map(|(s, _)| *s).collect();
+            o.finish(&[Settled {
+                login: "a".into(),
+                delivered: seqs,
+                rejected: Vec::new(),
+            }])
+            .unwrap();
+        }
+    }
+    let o = open(&path, 600).unwrap();
+    let left: Vec<i64> = o
+        .peek("a", 1000)
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.location.timestamp)
+        .collect();
+    assert_eq!(left, (101..=200).collect::<Vec<_>>());
+    let tx = o.db.begin_read().unwrap();
+    let rows = tx.open_table(ROWS).unwrap();
+    for row in rows.iter().unwrap() {
+        let (_, value) = row.unwrap();
+        assert!(decode_row(value.value()).unwrap().len() <= ROW_MAX);
+    }
+}
+
+#[test]
+fn a_dead_letter_first_in_a_fresh_outbox_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = open(&dir.path().join("o.redb"), 600).unwrap();
+    let letter = DeadLetter::new("t", b"{", "not_json", "eof".into(), 100, 1);
+    o.commit(vec![Entry::Dead(letter), record("a", 1)], 10)
+        .unwrap();
+    let listed = o.dead_letters(0, 10).unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "ids start at 1, so listing after 0 shows it"
+    );
+    assert!(o.dead_letter(listed[0].id).unwrap().is_some());
+}
