@@ -30,6 +30,15 @@ fn open(path: &Path, window_secs: u64) -> Result<Outbox, OutboxError> {
     Outbox::open(path, dedup)
 }
 
+/// The payload times of a login's waiting records, in order.
+fn timestamps(o: &Outbox, login: &str) -> Vec<i64> {
+    o.peek(login, 1000)
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.location.timestamp)
+        .collect()
+}
+
 fn record(login: &str, ts: i64) -> Entry {
     Entry::Record {
         pending: Box::new(pending(login, ts)),
@@ -57,12 +66,7 @@ fn records_survive_reopening_in_order_per_login() {
     }
     let o = open(&path, 600).unwrap();
     assert_eq!(o.stats().records, 3);
-    let a: Vec<i64> = o
-        .peek("a", 10)
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.location.timestamp)
-        .collect();
+    let a = timestamps(&o, "a");
     assert_eq!(a, vec![1, 3]);
 }
 
@@ -286,12 +290,7 @@ fn an_outbox_of_the_first_layout_is_migrated_at_open() {
     }
     let o = open(&path, 600).unwrap();
     assert_eq!(o.stats().records, 3);
-    let a: Vec<i64> = o
-        .peek("a", 10)
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.location.timestamp)
-        .collect();
+    let a = timestamps(&o, "a");
     assert_eq!(a, vec![1, 2], "order within a login is kept");
     assert_eq!(o.commit(vec![record("a", 1)], 20).unwrap().duplicates, 1);
     let done = o.commit(vec![record("c", 1)], 20).unwrap();
@@ -314,13 +313,6 @@ fn an_outbox_of_the_first_layout_is_migrated_at_open() {
 fn a_row_settled_in_parts_keeps_the_rest_across_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("o.redb");
-    let timestamps = |o: &Outbox, login: &str| -> Vec<i64> {
-        o.peek(login, 100)
-            .unwrap()
-            .iter()
-            .map(|(_, p)| p.location.timestamp)
-            .collect()
-    };
     {
         let o = open(&path, 600).unwrap();
         // One commit, two logins interleaved: a row each.
@@ -379,12 +371,7 @@ fn a_burst_from_one_login_is_split_into_bounded_rows() {
         }
     }
     let o = open(&path, 600).unwrap();
-    let left: Vec<i64> = o
-        .peek("a", 1000)
-        .unwrap()
-        .iter()
-        .map(|(_, p)| p.location.timestamp)
-        .collect();
+    let left = timestamps(&o, "a");
     assert_eq!(left, (101..=200).collect::<Vec<_>>());
     let tx = o.db.begin_read().unwrap();
     let rows = tx.open_table(ROWS).unwrap();
