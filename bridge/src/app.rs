@@ -88,12 +88,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         state: state.clone(),
         backoff: Backoff::RECONNECT,
     };
-    let poller_task = tokio::spawn(poller.run(tx, poller_stop.clone()));
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let poller_task = tokio::spawn(poller.run(tx, acks_rx, poller_stop.clone()));
 
     let wake = Arc::new(Notify::new());
     let ingest_task = IngestTask {
         ingest,
-        client,
+        acks: acks_tx,
         outbox: outbox.clone(),
         max_records: config.outbox.max_records,
         sender_wake: wake.clone(),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, Publish, QoS, Transport,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, PubAck, Publish, QoS, Transport,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -196,13 +196,26 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub async fn run(mut self, ingest: mpsc::Sender<Publish>, stop: CancellationToken) {
+    /// Runs until `stop` fires: passes deliveries to the ingest and writes the
+    /// acknowledgements it sends back once they are committed.
+    pub async fn run(
+        mut self,
+        ingest: mpsc::Sender<Publish>,
+        mut acks: mpsc::UnboundedReceiver<Vec<u16>>,
+        stop: CancellationToken,
+    ) {
         let mut delays = self.backoff.delays();
         let mut ingest = Some(ingest);
         loop {
             let event = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                // Polling is cancelled here while it waits for the network; rumqttc keeps
+                // what it read meanwhile, and the next poll goes on from it.
+                Some(pkids) = acks.recv() => {
+                    self.write_acks(pkids, &mut acks).await;
+                    continue;
+                }
                 event = self.eventloop.poll() => event,
             };
             match event {
@@ -287,7 +300,39 @@ impl Poller {
             }
         }
         drop(ingest);
+        // What the ingest committed before it stopped is acknowledged before DISCONNECT.
+        if let Ok(pkids) = acks.try_recv() {
+            self.write_acks(pkids, &mut acks).await;
+        }
         self.disconnect().await;
+    }
+
+    /// Writes acknowledgements, with any others already queued, and flushes once: one
+    /// WebSocket frame for a committed group instead of one per message. Without a connection
+    /// they are dropped; the broker redelivers those messages and the outbox drops them as
+    /// duplicates.
+    async fn write_acks(
+        &mut self,
+        mut pkids: Vec<u16>,
+        more: &mut mpsc::UnboundedReceiver<Vec<u16>>,
+    ) {
+        while let Ok(next) = more.try_recv() {
+            pkids.extend(next);
+        }
+        let Some(network) = self.eventloop.network.as_mut() else {
+            return;
+        };
+        let written = async {
+            for pkid in pkids {
+                network.write(Packet::PubAck(PubAck::new(pkid))).await?;
+            }
+            network.flush().await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), written).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "acknowledgements not written"),
+            Err(_) => tracing::warn!("acknowledgements not written within 10 s"),
+        }
     }
 
     /// Sends the queued acks and a clean DISCONNECT, briefly.

@@ -7,12 +7,12 @@
 //! them, in receive order. While the outbox is full it waits, acknowledging nothing, so the
 //! broker keeps the messages in our session.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Publish};
+use rumqttc::{Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -196,7 +196,9 @@ fn count(route: &'static str, outcome: &'static str) {
 /// Everything the ingest task needs.
 pub struct IngestTask {
     pub ingest: Ingest,
-    pub client: AsyncClient,
+    /// Packet ids to acknowledge, a committed group at a time, in receive order; the MQTT
+    /// loop writes each group as one frame.
+    pub acks: mpsc::UnboundedSender<Vec<u16>>,
     pub outbox: Arc<Outbox>,
     pub max_records: u64,
     pub sender_wake: Arc<Notify>,
@@ -205,19 +207,13 @@ pub struct IngestTask {
 
 impl IngestTask {
     /// Runs until the channel closes or `stop` fires; everything received and committed is
-    /// acknowledged before it returns.
+    /// handed to the MQTT loop for acknowledgement before it returns.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Publish>, stop: CancellationToken) {
-        // Acks wait here when the client's request queue is full. Waiting for the queue instead
-        // would deadlock: the MQTT loop drains it only between publishes, and it may itself be
-        // waiting for this task to take the next publish.
-        let mut unsent: VecDeque<Publish> = VecDeque::new();
         loop {
-            self.send_acks(&mut unsent);
             let first = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
                 p = rx.recv() => match p { Some(p) => p, None => break },
-                () = tokio::time::sleep(Duration::from_millis(5)), if !unsent.is_empty() => continue,
             };
             let mut group = vec![first];
             while group.len() < GROUP {
@@ -232,29 +228,19 @@ impl IngestTask {
             if !self.commit(&group).await {
                 break;
             }
-            unsent.extend(group);
-        }
-        // What was committed is acknowledged before the MQTT loop disconnects.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !unsent.is_empty() && tokio::time::Instant::now() < deadline {
-            self.send_acks(&mut unsent);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        tracing::info!(unacknowledged = unsent.len(), "ingest stopped");
-    }
-
-    /// Queues acks in receive order until the client's request queue is full.
-    fn send_acks(&self, unsent: &mut VecDeque<Publish>) {
-        while let Some(publish) = unsent.front() {
-            match self.client.try_ack(publish) {
-                Ok(()) => {
-                    unsent.pop_front();
-                }
-                // Full (or the loop has ended): try again later. An ack that never goes out
-                // only means a redelivery, which the outbox drops as a duplicate.
-                Err(_) => return,
+            // QoS 0 deliveries (the watch) have no acknowledgement. An acknowledgement that
+            // never goes out (the loop has ended) only means a redelivery, which the outbox
+            // drops as a duplicate.
+            let pkids: Vec<u16> = group
+                .iter()
+                .filter(|p| p.qos != QoS::AtMostOnce)
+                .map(|p| p.pkid)
+                .collect();
+            if !pkids.is_empty() {
+                let _ = self.acks.send(pkids);
             }
         }
+        tracing::info!("ingest stopped");
     }
 
     /// Waits while the outbox is full; false when stopped meanwhile.
