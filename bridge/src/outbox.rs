@@ -146,6 +146,14 @@ pub struct Settled {
     pub rejected: Vec<(u64, DeadLetter)>,
 }
 
+impl Settled {
+    /// The records leaving the outbox, delivered or rejected.
+    fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        let rejected = self.rejected.iter().map(|(seq, _)| *seq);
+        self.delivered.iter().copied().chain(rejected)
+    }
+}
+
 /// What a commit did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -273,21 +281,26 @@ impl Outbox {
             let rows = tx.open_table(ROWS)?;
             for row in rows.iter()? {
                 let (key, value) = row?;
-                let records = decode_row(value.value())?;
-                let Some(&(_, first)) = records.first() else {
+                let mut login = None;
+                let mut entries = Vec::new();
+                for (seq, bytes) in decode_row(value.value())? {
+                    let record = Pending::decode(bytes)?;
+                    let size = bytes.len() as u32 + RECORD_OVERHEAD;
+                    entries.push((seq, record.enqueued_at_ms, size));
+                    // A row holds one login's records.
+                    login.get_or_insert(record.login);
+                }
+                let Some(login) = login else {
                     continue;
                 };
-                let login = Pending::decode(first)?.login;
-                let queue = index.logins.entry(login).or_default();
-                queue.rows.insert(key.value(), records.len() as u32);
-                for (seq, bytes) in records {
-                    let size = bytes.len() as u32 + RECORD_OVERHEAD;
-                    let at = Pending::decode(bytes)?.enqueued_at_ms;
-                    queue.records.push_back((seq, at, size));
+                for &(seq, _, size) in &entries {
                     index.records += 1;
                     index.bytes += u64::from(size);
                     index.next_seq = index.next_seq.max(seq + 1);
                 }
+                let queue = index.logins.entry(login).or_default();
+                queue.rows.insert(key.value(), entries.len() as u32);
+                queue.records.extend(entries);
             }
             let dead = tx.open_table(DEAD)?;
             index.dead = dead.len()?;
@@ -514,33 +527,30 @@ impl Outbox {
         if leaving == 0 {
             return Ok(());
         }
+        // Per row touched: the records leaving it, and whether that empties it.
+        let mut touched: BTreeMap<u64, (HashSet<u64>, bool)> = BTreeMap::new();
         let (mut seq, empties) = {
             let mut index = self.index();
             let base = index.next_seq;
             index.next_seq += rejected_count as u64;
-            (base, index.records <= leaving as u64)
-        };
-        // Per row touched: the records leaving it, and whether that empties it.
-        let mut touched: BTreeMap<u64, (HashSet<u64>, bool)> = BTreeMap::new();
-        {
-            let index = self.index();
             for s in settled {
                 let Some(queue) = index.logins.get(&s.login) else {
                     continue;
                 };
-                let rejected = s.rejected.iter().map(|(seq, _)| *seq);
-                for seq in s.delivered.iter().copied().chain(rejected) {
+                let mut rows: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
+                for seq in s.seqs() {
                     if let Some(row) = queue.row_of(seq) {
-                        touched.entry(row).or_default().0.insert(seq);
+                        rows.entry(row).or_default().insert(seq);
                     }
                 }
-                for (row, (leaving, empties)) in touched.iter_mut() {
-                    if let Some(&left) = queue.rows.get(row) {
-                        *empties = leaving.len() >= left as usize;
-                    }
+                for (row, gone) in rows {
+                    let left = queue.rows.get(&row).copied().unwrap_or(0);
+                    let empties = gone.len() >= left as usize;
+                    touched.insert(row, (gone, empties));
                 }
             }
-        }
+            (base, index.records <= leaving as u64)
+        };
         let mut tx = self.db.begin_write()?;
         // Removing a delivered record need not be fsynced: lost in a crash, it is only sent
         // again (a duplicate Twinzo answers with `Update`), never lost. The next ingest commit,
@@ -585,23 +595,22 @@ impl Outbox {
         let mut index = self.index();
         index.dead += rejected_count as u64;
         for s in settled {
-            let leaving: HashSet<u64> = s
-                .delivered
-                .iter()
-                .copied()
-                .chain(s.rejected.iter().map(|(seq, _)| *seq))
-                .collect();
+            let leaving: HashSet<u64> = s.seqs().collect();
             let (mut freed, mut removed) = (0u64, 0u64);
             if let Some(queue) = index.logins.get_mut(&s.login) {
-                for &seq in &leaving {
-                    let Some(row) = queue.row_of(seq) else {
-                        continue;
-                    };
-                    if let Some(left) = queue.rows.get_mut(&row) {
-                        *left = left.saturating_sub(1);
-                        if *left == 0 {
-                            queue.rows.remove(&row);
-                        }
+                // The rows this login's records left, as planned above.
+                let mine: Vec<u64> = queue
+                    .rows
+                    .keys()
+                    .copied()
+                    .filter(|row| touched.contains_key(row))
+                    .collect();
+                for row in mine {
+                    let (gone, empties) = &touched[&row];
+                    if *empties {
+                        queue.rows.remove(&row);
+                    } else if let Some(left) = queue.rows.get_mut(&row) {
+                        *left = left.saturating_sub(gone.len() as u32);
                     }
                 }
                 queue.records.retain(|(seq, _, size)| {

@@ -176,10 +176,6 @@ impl State {
         }
     }
 
-    pub fn broker_connected(&self) -> bool {
-        lock(&self.broker).connected
-    }
-
     /// `None` when ready, else why not.
     pub fn not_ready(&self) -> Option<String> {
         let broker = lock(&self.broker).clone();
