@@ -26,7 +26,7 @@
 //! session (`max_queued_messages`). With `max_age_secs` set, older records move to dead letters
 //! with reason `expired`. Depth, bytes and the oldest age are in [`OutboxStats`].
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -41,7 +41,7 @@ mod record;
 
 use layout::{
     decode_row, decode_seen, encode_row, encode_seen, key_hash, migrate_first_layout,
-    raise_next_seq, DEAD, META, RECORD_OVERHEAD, ROWS, SEEN_LOG,
+    raise_next_seq, IntSet, DEAD, META, RECORD_OVERHEAD, ROWS, SEEN_LOG,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -237,7 +237,7 @@ impl Queue {
 /// The dedup keys of the window, mirrored from `SEEN_LOG`.
 #[derive(Default)]
 struct Seen {
-    keys: HashSet<u128>,
+    keys: IntSet<u128>,
     newest_ms: u64,
     next_row: u64,
 }
@@ -362,7 +362,7 @@ impl Outbox {
         let mut groups: Vec<(String, Vec<Encoded>)> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
         // Keys new in this commit; they join `seen` only once it is durable.
-        let mut fresh: HashSet<u128> = HashSet::new();
+        let mut fresh: IntSet<u128> = IntSet::default();
         let mut logged: Vec<u128> = Vec::new();
         let mut tx = self.db.begin_write()?;
         tx.set_durability(Durability::Immediate);
@@ -528,7 +528,7 @@ impl Outbox {
             return Ok(());
         }
         // Per row touched: the records leaving it, and whether that empties it.
-        let mut touched: BTreeMap<u64, (HashSet<u64>, bool)> = BTreeMap::new();
+        let mut touched: BTreeMap<u64, (IntSet<u64>, bool)> = BTreeMap::new();
         let (mut seq, empties) = {
             let mut index = self.index();
             let base = index.next_seq;
@@ -537,7 +537,7 @@ impl Outbox {
                 let Some(queue) = index.logins.get(&s.login) else {
                     continue;
                 };
-                let mut rows: BTreeMap<u64, HashSet<u64>> = BTreeMap::new();
+                let mut rows: BTreeMap<u64, IntSet<u64>> = BTreeMap::new();
                 for seq in s.seqs() {
                     if let Some(row) = queue.row_of(seq) {
                         rows.entry(row).or_default().insert(seq);
@@ -595,7 +595,7 @@ impl Outbox {
         let mut index = self.index();
         index.dead += rejected_count as u64;
         for s in settled {
-            let leaving: HashSet<u64> = s.seqs().collect();
+            let leaving: IntSet<u64> = s.seqs().collect();
             let (mut freed, mut removed) = (0u64, 0u64);
             if let Some(queue) = index.logins.get_mut(&s.login) {
                 // The rows this login's records left, as planned above.

@@ -158,7 +158,11 @@ impl Ingest {
             device: record.device,
             location,
             topic: topic.to_string(),
-            payload: String::from_utf8_lossy(payload).into_owned(),
+            // The reader found it UTF-8; `from_utf8` is the fast check of that.
+            payload: std::str::from_utf8(payload).map_or_else(
+                |_| String::from_utf8_lossy(payload).into_owned(),
+                str::to_owned,
+            ),
             enqueued_at_ms: now,
         };
         Prepared::Entry(Entry::Record {

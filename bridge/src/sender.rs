@@ -192,8 +192,9 @@ impl Sender {
                 Err(e) => tracing::error!(error = %crate::error_chain(&e), "outbox read failed"),
             }
         }
-        for chunk in batches.chunks(per_request) {
-            let chunk = chunk.to_vec();
+        let mut batches = batches.into_iter().peekable();
+        while batches.peek().is_some() {
+            let chunk: Vec<Batch> = batches.by_ref().take(per_request).collect();
             let twinzo = self.twinzo.clone();
             let directory = self.directory.clone();
             requests.spawn(async move {

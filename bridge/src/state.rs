@@ -248,30 +248,39 @@ impl State {
     /// Updates a robot from an accepted record.
     pub fn observe_robot(&self, record: &Record, login: &str, location: &Location, now_ms: i64) {
         let mut robots = lock(&self.robots);
-        if !robots.contains_key(&record.device) && robots.len() >= MAX_ROBOTS {
-            return;
+        if !robots.contains_key(&record.device) {
+            if robots.len() >= MAX_ROBOTS {
+                return;
+            }
+            robots.insert(
+                record.device.clone(),
+                Robot {
+                    device: record.device.clone(),
+                    login: String::new(),
+                    sector_id: location.sector_id,
+                    x: 0.0,
+                    y: 0.0,
+                    twinzo_x: 0.0,
+                    twinzo_y: 0.0,
+                    heading: None,
+                    battery: None,
+                    moving: false,
+                    mode: None,
+                    error: None,
+                    measured_at_ms: 0,
+                    last_seen_ms: 0,
+                    rate: 0.0,
+                    recent: VecDeque::new(),
+                },
+            );
         }
-        let robot = robots
-            .entry(record.device.clone())
-            .or_insert_with(|| Robot {
-                device: record.device.clone(),
-                login: login.to_string(),
-                sector_id: location.sector_id,
-                x: 0.0,
-                y: 0.0,
-                twinzo_x: 0.0,
-                twinzo_y: 0.0,
-                heading: None,
-                battery: None,
-                moving: false,
-                mode: None,
-                error: None,
-                measured_at_ms: 0,
-                last_seen_ms: 0,
-                rate: 0.0,
-                recent: VecDeque::new(),
-            });
-        robot.login = login.to_string();
+        let Some(robot) = robots.get_mut(&record.device) else {
+            return;
+        };
+        // This runs for every message: fields are overwritten in place, without allocating.
+        if robot.login != login {
+            login.clone_into(&mut robot.login);
+        }
         robot.sector_id = location.sector_id;
         robot.x = record.x;
         robot.y = record.y;
@@ -280,8 +289,8 @@ impl State {
         robot.heading = record.heading;
         robot.battery = record.battery;
         robot.moving = location.is_moving;
-        robot.mode = record.mode.clone();
-        robot.error = record.error.clone();
+        robot.mode.clone_from(&record.mode);
+        robot.error.clone_from(&record.error);
         robot.measured_at_ms = record.measured_at_ms;
         robot.last_seen_ms = now_ms;
         if robot.recent.len() < 1000 {

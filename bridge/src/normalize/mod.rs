@@ -119,17 +119,23 @@ impl Reader {
                 limit: self.max_payload_bytes,
             });
         }
-        let root = parse_object(payload)?;
         let ctx = Context {
             topic,
             received_at_ms,
             reader: self,
         };
         match self.format {
-            Format::Ati => ati::read(&root, &ctx),
-            Format::Vda5050 => vda5050::read(&root, &ctx),
+            Format::Ati => {
+                let text = std::str::from_utf8(payload).map_err(|_| Malformed::NotUtf8)?;
+                let fields = match ati::Fields::parse(text) {
+                    Some(fields) => fields,
+                    None => ati::Fields::from_map(parse_object(payload)?),
+                };
+                ati::read(&fields, &ctx)
+            }
+            Format::Vda5050 => vda5050::read(&parse_object(payload)?, &ctx),
             Format::Fields => fields::read(
-                &root,
+                &parse_object(payload)?,
                 &ctx,
                 self.fields.as_ref().unwrap_or(&FieldMap::default()),
             ),

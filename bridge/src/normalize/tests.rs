@@ -248,6 +248,30 @@ fn field_map_reads_nested_shapes() {
     );
 }
 
+/// The quick ATI parse reads what the general one reads, or declines.
+fn ati_paths_agree(text: &str) -> Option<ati::Fields> {
+    let quick = ati::Fields::parse(text)?;
+    let general = ati::Fields::from_map(parse_object(text.as_bytes()).expect("an object"));
+    assert_eq!(quick, general, "{text}");
+    Some(quick)
+}
+
+#[test]
+fn quick_ati_parse_declines_what_only_the_general_one_explains() {
+    for text in [
+        r#"["bot", [1, 2, 3]]"#,
+        r#"{"sherpa_name":"a","sherpa_name":"b","pose":[1,2,3]}"#,
+        r#"{"sherpa_name":"a","pose":[NaN,2,3]}"#,
+        r#"{"sherpa_name":"a","pose":[1,2,3]} trailing"#,
+        "not json",
+    ] {
+        assert!(ati::Fields::parse(text).is_none(), "{text}");
+    }
+    let nested =
+        r#"{"sherpa_name":"a","pose":[1,2,3],"extra":{"deep":[{"x":1}]},"mode":null,"error":7}"#;
+    assert!(ati_paths_agree(nested).is_some());
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -275,6 +299,9 @@ mod properties {
             let text = format!(r#"{{"sherpa_name":"{name}","pose":[{}],"battery_status":{battery},"timestamp":{ts},
                 "agvPosition":{{"x":{b},"y":1,"positionInitialized":true}},"manufacturer":"m","serialNumber":"{name}"}}"#,
                 pose.join(","), b = pose.first().cloned().unwrap_or_else(|| "0".into()));
+            if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
+                prop_assert!(ati_paths_agree(&text).is_some());
+            }
             for format in [Format::Ati, Format::Vda5050] {
                 if let Ok(Outcome::Record(r)) = reader(format).read("uagv/v2/m/s/state", text.as_bytes(), 0) {
                     prop_assert!(r.x.is_finite() && r.y.is_finite() && r.z.is_finite());

@@ -6,6 +6,7 @@
 //! removal) per ten records instead of one per record. Dedup keys are stored a row per commit.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use redb::{ReadableTable, TableDefinition, TableHandle};
 
@@ -87,6 +88,47 @@ pub(super) fn decode_seen(bytes: &[u8]) -> (u64, impl Iterator<Item = u128> + '_
 /// The stored form of a dedup key.
 pub(super) fn key_hash(key: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+}
+
+/// A set of integers that are hashes or sequence numbers already: hashing them again with
+/// SipHash was a tenth of a commit's time.
+pub(super) type IntSet<T> = std::collections::HashSet<T, BuildHasherDefault<IntHasher>>;
+
+/// Folds an integer key into 64 bits: a 128-bit hash is halved, a sequence number is spread
+/// by a multiplication so that consecutive numbers differ in the high bits too.
+#[derive(Default)]
+pub(super) struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(SPREAD);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(SPREAD);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
+/// 2^64 divided by the golden ratio, odd: a multiplication by it spreads consecutive keys.
+const SPREAD: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The text of stored bytes; they were text when stored, so the lossy path is for a damaged
+/// file only (`from_utf8_lossy` alone was a third of reading a record).
+pub(super) fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// Moves the rows of the first layout, if any, into the current tables and drops the old ones.

@@ -6,6 +6,7 @@
 //! rest is the payload. Numbers are little endian. The first layout's records (a JSON head
 //! after its length) are read by [`Pending::decode_first_layout`] when they are migrated.
 
+use super::layout::text;
 use super::{OutboxError, Pending};
 use crate::twinzo::Location;
 
@@ -72,7 +73,7 @@ impl Pending {
                 is_moving,
             },
             topic,
-            payload: String::from_utf8_lossy(r.0).into_owned(),
+            payload: text(r.0),
             enqueued_at_ms,
         })
     }
@@ -84,7 +85,7 @@ impl Pending {
         let len = u32::from_le_bytes(r.take()?) as usize;
         let head = r.0.get(..len).ok_or_else(|| corrupt("truncated"))?;
         let mut pending: Pending = serde_json::from_slice(head)?;
-        pending.payload = String::from_utf8_lossy(&r.0[len..]).into_owned();
+        pending.payload = text(&r.0[len..]);
         Ok(pending)
     }
 }
