@@ -26,9 +26,13 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use support::stack::{self, BridgeProcess};
 use support::Broker;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 const LATENCY_MS: u64 = 50;
+
+/// Set (to a client id) in the plain subscriber's process; see [`ceiling`].
+const SUBSCRIBER: &str = "BENCH_SUBSCRIBER";
 
 /// Turns of ceiling and sustained runs.
 const ROUNDS: u32 = 2;
@@ -123,18 +127,46 @@ async fn publish(broker: &Broker, id: &str, n: u64, robots: u64, rate: u64) -> D
     started.elapsed()
 }
 
-/// Mosquitto's delivery rate of `n` messages to a subscriber that only acknowledges.
-async fn ceiling(broker: &Broker, round: u32, n: u64) -> f64 {
-    let mut opts = MqttOptions::new(
-        format!("plain-subscriber-{round}"),
-        broker.ws_url(),
-        broker.ws_port,
-    );
+/// Mosquitto's delivery rate of `n` messages to a subscriber that only acknowledges, and
+/// that subscriber's CPU seconds. The subscriber is this binary again, as a process of its
+/// own ([`plain_subscriber`]), so its CPU is measured apart from the publisher's.
+async fn ceiling(broker: &Broker, round: u32, n: u64) -> (f64, f64) {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .env(SUBSCRIBER, format!("plain-subscriber-{round}"))
+        .env("BENCH_SUB_PORT", broker.ws_port.to_string())
+        .env("BENCH_SUB_USER", &broker.bridge.username)
+        .env("BENCH_SUB_PASS", &broker.bridge.password)
+        .env("BENCH_SUB_N", n.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the plain subscriber");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || lines.next_line().await.unwrap().expect("subscriber output");
+    assert_eq!(next().await, "subscribed");
+    publish(broker, &format!("pub-ceiling-{round}"), n, 100, 0).await;
+    let report = next().await;
+    let numbers: Vec<f64> = report
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(child.wait().await.unwrap().success());
+    match numbers[..] {
+        [rate, cpu] => (rate, cpu),
+        _ => panic!("plain subscriber said {report:?}"),
+    }
+}
+
+/// The plain subscriber process: connects as `BENCH_SUBSCRIBER` over WebSocket, says
+/// `subscribed`, receives `BENCH_SUB_N` messages, then says `rate R cpu C` (messages per
+/// second over the middle 80 %, CPU seconds since subscribing).
+async fn plain_subscriber(id: String) {
+    let var = |k: &str| std::env::var(k).unwrap();
+    let port: u16 = var("BENCH_SUB_PORT").parse().unwrap();
+    let n: u64 = var("BENCH_SUB_N").parse().unwrap();
+    let mut opts = MqttOptions::new(id, format!("ws://127.0.0.1:{port}/mqtt"), port);
     opts.set_transport(Transport::Ws)
-        .set_credentials(
-            broker.bridge.username.clone(),
-            broker.bridge.password.clone(),
-        )
+        .set_credentials(var("BENCH_SUB_USER"), var("BENCH_SUB_PASS"))
         .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(opts, 100);
     client
@@ -146,19 +178,18 @@ async fn ceiling(broker: &Broker, round: u32, n: u64) -> f64 {
             break;
         }
     }
-    let received = tokio::spawn(async move {
-        let mut window = Window::new(n);
-        let mut count = 0;
-        while count < n {
-            if let Ok(Event::Incoming(Packet::Publish(_))) = events.poll().await {
-                count += 1;
-                window.observe(count);
-            }
+    let (_, cpu_before) = usage(std::process::id());
+    println!("subscribed");
+    let mut window = Window::new(n);
+    let mut count = 0;
+    while count < n {
+        if let Ok(Event::Incoming(Packet::Publish(_))) = events.poll().await {
+            count += 1;
+            window.observe(count);
         }
-        window.rate()
-    });
-    publish(broker, &format!("pub-ceiling-{round}"), n, 100, 0).await;
-    received.await.unwrap()
+    }
+    let (_, cpu_after) = usage(std::process::id());
+    println!("rate {} cpu {}", window.rate(), cpu_after - cpu_before);
 }
 
 /// A steady-state rate: messages per second between the 10th and the 90th percentile of a
@@ -270,6 +301,9 @@ async fn wait_accepted(stub: &twinzo_bridge::stub::StubHandle, n: usize, log: &s
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if let Ok(id) = std::env::var(SUBSCRIBER) {
+        return plain_subscriber(id).await;
+    }
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -319,11 +353,14 @@ async fn main() {
     let n = scaled(300_000);
     let mut ceilings = Vec::new();
     let mut rates = Vec::new();
-    let (mut spent_ceiling, mut spent_bridge) = (vec![0.0; 2], vec![0.0; 3]);
+    let (mut spent_ceiling, mut spent_bridge) = (vec![0.0; 3], vec![0.0; 3]);
     for round in 1..=ROUNDS {
         let before = cpu_now(&[plain.pid().unwrap(), me]);
-        ceilings.push(ceiling(&plain, round, n).await);
-        add(&mut spent_ceiling, &cpu_per_100k(&before, n));
+        let (rate, subscriber_cpu) = ceiling(&plain, round, n).await;
+        ceilings.push(rate);
+        let mut spent = cpu_per_100k(&before, n);
+        spent.push(subscriber_cpu * 100_000.0 / n as f64);
+        add(&mut spent_ceiling, &spent);
 
         // Publish as fast as the broker takes it; the rate of acceptance between the 10th
         // and 90th percentile of the run.
@@ -369,11 +406,12 @@ async fn main() {
         format!("{ceiling:.0} ({})", each(&ceilings)),
     ));
     rates_rows.push((
-        "CPU s per 100,000 msgs in the ceiling runs: broker / publisher and subscriber".into(),
+        "CPU s per 100,000 msgs in the ceiling runs: broker / publisher / plain subscriber".into(),
         format!(
-            "{:.2} / {:.2}",
+            "{:.2} / {:.2} / {:.2}",
             spent_ceiling[0] / rounds,
-            spent_ceiling[1] / rounds
+            spent_ceiling[1] / rounds,
+            spent_ceiling[2] / rounds
         ),
     ));
     rates_rows.push((
