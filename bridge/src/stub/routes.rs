@@ -68,12 +68,12 @@ pub(crate) async fn observe(
     };
 
     let status = response.status().as_u16();
-    let mut state = shared.state();
-    state.count_status(status);
-    if let Some(bytes) = body {
+    shared.state().count_status(status);
+    // Parsed a second time only to be kept, and outside the lock.
+    if let Some(bytes) = body.filter(|_| shared.state().records_requests()) {
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        state.record_request(RecordedRequest {
+        shared.state().record_request(RecordedRequest {
             received_at_ms: now_ms(),
             path,
             status,

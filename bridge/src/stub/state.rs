@@ -240,6 +240,11 @@ impl StubState {
         *self.stats.requests_by_status.entry(status).or_default() += 1;
     }
 
+    /// Whether localization requests are kept (`max_recorded_requests` above 0).
+    pub fn records_requests(&self) -> bool {
+        self.config.max_recorded_requests > 0
+    }
+
     pub fn record_request(&mut self, request: RecordedRequest) {
         if self.config.max_recorded_requests == 0 {
             return;

@@ -20,7 +20,15 @@ pub const STUB_API_KEY: &str = "stub-api-key-0123456789";
 
 /// Starts the stand-in on a free port, knowing `tugger-*` and `sim-*` devices.
 pub async fn start_stub(shutdown: &CancellationToken) -> StubHandle {
-    let config = StubConfig {
+    start_stub_with(shutdown, |_| {}).await
+}
+
+/// [`start_stub`], with `adjust` applied to its configuration first.
+pub async fn start_stub_with(
+    shutdown: &CancellationToken,
+    adjust: impl FnOnce(&mut StubConfig),
+) -> StubHandle {
+    let mut config = StubConfig {
         api_key: Some(STUB_API_KEY.into()),
         device_password: Some(STUB_PASSWORD.into()),
         devices: Vec::new(),
@@ -32,6 +40,7 @@ pub async fn start_stub(shutdown: &CancellationToken) -> StubHandle {
         ],
         ..StubConfig::default()
     };
+    adjust(&mut config);
     stub::spawn(config, "127.0.0.1:0".parse().unwrap(), shutdown.clone())
         .await
         .expect("stub starts")
