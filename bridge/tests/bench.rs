@@ -35,7 +35,7 @@ const LATENCY_MS: u64 = 50;
 const SUBSCRIBER: &str = "BENCH_SUBSCRIBER";
 
 /// Turns of ceiling and sustained runs.
-const ROUNDS: u32 = 3;
+const ROUNDS: u32 = 5;
 
 /// The flush interval (`batch.max_age_ms`), `BENCH_BATCH_MS` or the product default.
 fn batch_ms() -> u64 {
