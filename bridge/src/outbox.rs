@@ -143,7 +143,16 @@ pub struct Settled {
     /// Accepted: removed.
     pub delivered: Vec<u64>,
     /// Refused: moved to dead letters.
-    pub rejected: Vec<(u64, DeadLetter)>,
+    pub rejected: Vec<(u64, Refusal)>,
+}
+
+/// Why a record is set aside. [`Outbox::finish`] makes the dead letter from it and the stored
+/// record, in the transaction that removes the record, so the sender never holds payloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    /// A dead letter reason code (`twinzo_rejected`, `expired`, a Twinzo error code...).
+    pub reason: String,
+    pub detail: String,
 }
 
 impl Settled {
@@ -483,8 +492,29 @@ impl Outbox {
         Ok(forgotten)
     }
 
-    /// Up to `max` of the login's oldest records, in order.
-    pub fn peek(&self, login: &str, max: usize) -> Result<Vec<(u64, Pending)>, OutboxError> {
+    /// Up to `max` of the login's oldest records, in order, whole.
+    #[cfg(test)]
+    fn peek(&self, login: &str, max: usize) -> Result<Vec<(u64, Pending)>, OutboxError> {
+        self.read_front(login, max, Pending::decode)
+    }
+
+    /// The locations of up to `max` of the login's oldest records, in order: what a request
+    /// to Twinzo carries, read without copying names and payloads.
+    pub fn peek_locations(
+        &self,
+        login: &str,
+        max: usize,
+    ) -> Result<Vec<(u64, Location)>, OutboxError> {
+        self.read_front(login, max, Pending::decode_location)
+    }
+
+    /// Up to `max` of the login's oldest records, in order, each read by `decode`.
+    fn read_front<T>(
+        &self,
+        login: &str,
+        max: usize,
+        decode: fn(&[u8]) -> Result<T, OutboxError>,
+    ) -> Result<Vec<(u64, T)>, OutboxError> {
         // The wanted records, by row.
         let mut wanted: Vec<(u64, Vec<u64>)> = Vec::new();
         {
@@ -509,23 +539,29 @@ impl Outbox {
             };
             for (seq, bytes) in decode_row(value.value())? {
                 if seqs.contains(&seq) {
-                    out.push((seq, Pending::decode(bytes)?));
+                    out.push((seq, decode(bytes)?));
                 }
             }
         }
         Ok(out)
     }
 
-    /// Removes delivered records and moves rejected ones to dead letters, for any number of
-    /// logins in one transaction.
-    pub fn finish(&self, settled: &[Settled]) -> Result<(), OutboxError> {
+    /// Removes delivered records and moves rejected ones to dead letters (their payloads cut
+    /// to `payload_cap`, dated `now_ms`), for any number of logins in one transaction.
+    /// Returns the number of dead letters written.
+    pub fn finish(
+        &self,
+        settled: &[Settled],
+        payload_cap: usize,
+        now_ms: i64,
+    ) -> Result<usize, OutboxError> {
         let rejected_count: usize = settled.iter().map(|s| s.rejected.len()).sum();
         let leaving: usize = settled
             .iter()
             .map(|s| s.delivered.len() + s.rejected.len())
             .sum();
         if leaving == 0 {
-            return Ok(());
+            return Ok(0);
         }
         // Per row touched: the records leaving it, and whether that empties it.
         let mut touched: BTreeMap<u64, (IntSet<u64>, bool)> = BTreeMap::new();
@@ -560,32 +596,60 @@ impl Outbox {
         } else {
             Durability::None
         });
+        let refused: BTreeMap<u64, &Refusal> = settled
+            .iter()
+            .flat_map(|s| &s.rejected)
+            .map(|(seq, why)| (*seq, why))
+            .collect();
+        let mut letters: Vec<(u64, DeadLetter)> = Vec::new();
         {
             let mut rows = tx.open_table(ROWS)?;
             for (&row, (leaving, empties)) in &touched {
-                if *empties {
+                let has_refused = leaving.iter().any(|seq| refused.contains_key(seq));
+                if *empties && !has_refused {
                     rows.remove(row)?;
                     continue;
                 }
-                // A row partly settled keeps the rest of its records.
+                // A row partly settled keeps the rest of its records; a refused record is
+                // read once more, for its dead letter.
                 let rest = match rows.get(row)? {
                     Some(value) => {
                         let records = decode_row(value.value())?;
-                        encode_row(
-                            records
-                                .into_iter()
-                                .filter(|(seq, _)| !leaving.contains(seq)),
-                        )
+                        for (seq, bytes) in &records {
+                            if let Some(why) = refused.get(seq) {
+                                let p = Pending::decode(bytes)?;
+                                let letter = DeadLetter::new(
+                                    &p.topic,
+                                    p.payload.as_bytes(),
+                                    &why.reason,
+                                    why.detail.clone(),
+                                    payload_cap,
+                                    now_ms,
+                                );
+                                letters.push((*seq, letter));
+                            }
+                        }
+                        (!*empties).then(|| {
+                            encode_row(
+                                records
+                                    .into_iter()
+                                    .filter(|(seq, _)| !leaving.contains(seq)),
+                            )
+                        })
                     }
                     None => continue,
                 };
-                rows.insert(row, rest.as_slice())?;
+                match rest {
+                    Some(rest) => rows.insert(row, rest.as_slice())?,
+                    None => rows.remove(row)?,
+                };
             }
+            // Dead letters are numbered in the order their records arrived.
+            letters.sort_by_key(|(record, _)| *record);
             let mut dead = tx.open_table(DEAD)?;
-            for (_, letter) in settled.iter().flat_map(|s| &s.rejected) {
-                let mut letter = letter.clone();
+            for (_, letter) in &mut letters {
                 letter.id = seq;
-                dead.insert(seq, serde_json::to_vec(&letter)?.as_slice())?;
+                dead.insert(seq, serde_json::to_vec(letter)?.as_slice())?;
                 seq += 1;
             }
             raise_next_seq(&tx, seq)?;
@@ -593,7 +657,7 @@ impl Outbox {
         tx.commit()?;
 
         let mut index = self.index();
-        index.dead += rejected_count as u64;
+        index.dead += letters.len() as u64;
         for s in settled {
             let leaving: IntSet<u64> = s.seqs().collect();
             let (mut freed, mut removed) = (0u64, 0u64);
@@ -628,7 +692,7 @@ impl Outbox {
             index.records -= removed;
             index.bytes -= freed;
         }
-        Ok(())
+        Ok(letters.len())
     }
 
     /// Logins whose batch should go now: at least `batch` records, or an oldest record
@@ -662,52 +726,32 @@ impl Outbox {
         now_ms: i64,
         payload_cap: usize,
     ) -> Result<usize, OutboxError> {
-        let due: Vec<(String, Vec<u64>)> = {
+        let due: Vec<Settled> = {
             let index = self.index();
             index
                 .logins
                 .iter()
-                .map(|(login, q)| {
-                    let old = q
+                .map(|(login, q)| Settled {
+                    login: login.clone(),
+                    delivered: Vec::new(),
+                    rejected: q
                         .iter()
                         .take_while(|(_, at, _)| *at < cutoff_ms)
-                        .map(|(s, _, _)| *s)
-                        .collect();
-                    (login.clone(), old)
+                        .map(|&(seq, at, _)| {
+                            let detail = format!(
+                                "not delivered within outbox.max_age_secs (enqueued at {at})"
+                            );
+                            let reason = "expired".to_string();
+                            (seq, Refusal { reason, detail })
+                        })
+                        .collect(),
                 })
-                .filter(|(_, old): &(String, Vec<u64>)| !old.is_empty())
+                .filter(|s| !s.rejected.is_empty())
                 .collect()
         };
         let mut total = 0;
-        for (login, seqs) in due {
-            let records = self.peek(&login, seqs.len())?;
-            let letters = records
-                .into_iter()
-                .filter(|(s, _)| seqs.contains(s))
-                .map(|(s, p)| {
-                    let detail = format!(
-                        "not delivered within outbox.max_age_secs (enqueued at {})",
-                        p.enqueued_at_ms
-                    );
-                    (
-                        s,
-                        DeadLetter::new(
-                            &p.topic,
-                            p.payload.as_bytes(),
-                            "expired",
-                            detail,
-                            payload_cap,
-                            now_ms,
-                        ),
-                    )
-                })
-                .collect::<Vec<_>>();
-            total += letters.len();
-            self.finish(&[Settled {
-                login,
-                delivered: Vec::new(),
-                rejected: letters,
-            }])?;
+        for settled in due {
+            total += self.finish(&[settled], payload_cap, now_ms)?;
         }
         Ok(total)
     }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AuthMode, Config};
 use crate::devices::Directory;
-use crate::outbox::{DeadLetter, Outbox, Pending, Settled};
+use crate::outbox::{Outbox, Refusal, Settled};
 use crate::state::State;
 use crate::twinzo::client::now_ms;
 use crate::twinzo::{Delivery, Location, Twinzo};
@@ -35,7 +35,7 @@ use crate::Backoff;
 /// Logins per API-key batch call.
 const LOGINS_PER_BATCH: usize = 50;
 
-type Batch = (String, Vec<(u64, Pending)>);
+type Batch = (String, Vec<(u64, Location)>);
 /// What one request did, and how long it took.
 type Done = (Duration, Vec<(Batch, Delivery)>);
 
@@ -183,7 +183,7 @@ impl Sender {
         let slots = self.max_concurrent.saturating_sub(requests.len());
         let mut batches: Vec<Batch> = Vec::new();
         for login in ready.into_iter().take(slots * per_request) {
-            match self.outbox.peek(&login, self.batch_size) {
+            match self.outbox.peek_locations(&login, self.batch_size) {
                 Ok(records) if !records.is_empty() => {
                     busy.insert(login.clone());
                     batches.push((login, records));
@@ -203,7 +203,7 @@ impl Sender {
                     AuthMode::Device => {
                         let (login, records) = &chunk[0];
                         let locations: Vec<Location> =
-                            records.iter().map(|(_, p)| p.location.clone()).collect();
+                            records.iter().map(|(_, l)| l.clone()).collect();
                         vec![
                             twinzo
                                 .send_device(login, directory.password(login), &locations)
@@ -216,7 +216,7 @@ impl Sender {
                             .map(|(login, records)| {
                                 (
                                     login.clone(),
-                                    records.iter().map(|(_, p)| p.location.clone()).collect(),
+                                    records.iter().map(|(_, l)| l.clone()).collect(),
                                 )
                             })
                             .collect();
@@ -236,25 +236,27 @@ impl Sender {
     fn settle(
         &self,
         login: &str,
-        records: Vec<(u64, Pending)>,
+        records: Vec<(u64, Location)>,
         delivery: Delivery,
         waiting: &mut HashMap<String, Waiting>,
     ) -> Option<Settled> {
         let now = now_ms();
         let c = &self.state.counters;
         let n = records.len() as u64;
-        let (delivered, rejected): (Vec<u64>, Vec<(u64, DeadLetter)>) = match delivery {
+        let refusal = |reason: &str, detail: &str| Refusal {
+            reason: reason.to_string(),
+            detail: detail.to_string(),
+        };
+        let (delivered, rejected): (Vec<u64>, Vec<(u64, Refusal)>) = match delivery {
             Delivery::Accepted { rejected } => {
                 waiting.remove(login);
                 self.state.set_twinzo(true, None);
                 let refused: HashMap<i64, String> = rejected.into_iter().collect();
                 let mut ok = Vec::new();
                 let mut bad = Vec::new();
-                for (seq, p) in records {
-                    match refused.get(&p.location.timestamp) {
-                        Some(why) => {
-                            bad.push((seq, self.letter(&p, "twinzo_rejected", why.clone(), now)));
-                        }
+                for (seq, location) in records {
+                    match refused.get(&location.timestamp) {
+                        Some(why) => bad.push((seq, refusal("twinzo_rejected", why))),
                         None => ok.push(seq),
                     }
                 }
@@ -285,7 +287,7 @@ impl Sender {
                     .record_error("twinzo", format!("{login}: {reason}"), now);
                 let bad = records
                     .iter()
-                    .map(|(seq, p)| (*seq, self.letter(p, code, reason.clone(), now)))
+                    .map(|(seq, _)| (*seq, refusal(code, &reason)))
                     .collect();
                 (Vec::new(), bad)
             }
@@ -311,9 +313,11 @@ impl Sender {
             return;
         }
         let outbox = self.outbox.clone();
-        let stored = tokio::task::spawn_blocking(move || outbox.finish(&settled)).await;
+        let cap = self.payload_cap;
+        let stored =
+            tokio::task::spawn_blocking(move || outbox.finish(&settled, cap, now_ms())).await;
         match stored {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %crate::error_chain(&e), "outbox update failed; records may be sent again");
             }
@@ -321,17 +325,6 @@ impl Sender {
                 tracing::error!(error = %e, "outbox update task failed; records may be sent again");
             }
         }
-    }
-
-    fn letter(&self, p: &Pending, code: &str, detail: String, now: i64) -> DeadLetter {
-        DeadLetter::new(
-            &p.topic,
-            p.payload.as_bytes(),
-            code,
-            detail,
-            self.payload_cap,
-            now,
-        )
     }
 
     async fn expire(&self, max_age_ms: i64) {

@@ -42,40 +42,30 @@ impl Pending {
     }
 
     pub(super) fn decode(bytes: &[u8]) -> Result<Pending, OutboxError> {
-        let mut r = Reader(bytes);
-        if r.take::<1>()?[0] != VERSION {
-            return Err(corrupt("unknown version"));
-        }
+        let mut r = Reader::versioned(bytes)?;
         let login = r.string()?;
         let device = r.string()?;
         let topic = r.string()?;
-        let timestamp = i64::from_le_bytes(r.take()?);
-        let sector_id = i32::from_le_bytes(r.take()?);
-        let x = f32::from_le_bytes(r.take()?);
-        let y = f32::from_le_bytes(r.take()?);
-        let z = f32::from_le_bytes(r.take()?);
-        let has_interval = r.take::<1>()?[0] != 0;
-        let interval = i32::from_le_bytes(r.take()?);
-        let [has_battery, battery] = r.take::<2>()?;
-        let is_moving = r.take::<1>()?[0] != 0;
+        let location = r.location()?;
         let enqueued_at_ms = i64::from_le_bytes(r.take()?);
         Ok(Pending {
             login,
             device,
-            location: Location {
-                timestamp,
-                sector_id,
-                x,
-                y,
-                z,
-                interval: has_interval.then_some(interval),
-                battery: (has_battery != 0).then_some(battery),
-                is_moving,
-            },
+            location,
             topic,
             payload: text(r.0),
             enqueued_at_ms,
         })
+    }
+
+    /// Only the location of a stored record, which is all a request to Twinzo needs: the
+    /// names and the payload are skipped, not copied.
+    pub(super) fn decode_location(bytes: &[u8]) -> Result<Location, OutboxError> {
+        let mut r = Reader::versioned(bytes)?;
+        for _ in 0..3 {
+            r.skip_string()?;
+        }
+        r.location()
     }
 
     /// A record of the first layout: the length of a JSON head (4 bytes), the head, the
@@ -93,7 +83,16 @@ impl Pending {
 /// Reads fields off the front of a record.
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// A reader past the version byte, which must be this codec's.
+    fn versioned(bytes: &'a [u8]) -> Result<Reader<'a>, OutboxError> {
+        let mut r = Reader(bytes);
+        if r.take::<1>()?[0] != VERSION {
+            return Err(corrupt("unknown version"));
+        }
+        Ok(r)
+    }
+
     fn take<const N: usize>(&mut self) -> Result<[u8; N], OutboxError> {
         let (head, rest) = self
             .0
@@ -103,13 +102,45 @@ impl Reader<'_> {
         Ok(*head)
     }
 
-    fn string(&mut self) -> Result<String, OutboxError> {
+    /// A length-prefixed byte string.
+    fn bytes(&mut self) -> Result<&'a [u8], OutboxError> {
         let len = u32::from_le_bytes(self.take()?) as usize;
         let (s, rest) = self
             .0
             .split_at_checked(len)
             .ok_or_else(|| corrupt("truncated"))?;
         self.0 = rest;
+        Ok(s)
+    }
+
+    fn string(&mut self) -> Result<String, OutboxError> {
+        let s = self.bytes()?;
         String::from_utf8(s.to_vec()).map_err(|_| corrupt("a name is not UTF-8"))
+    }
+
+    fn skip_string(&mut self) -> Result<(), OutboxError> {
+        self.bytes().map(drop)
+    }
+
+    fn location(&mut self) -> Result<Location, OutboxError> {
+        let timestamp = i64::from_le_bytes(self.take()?);
+        let sector_id = i32::from_le_bytes(self.take()?);
+        let x = f32::from_le_bytes(self.take()?);
+        let y = f32::from_le_bytes(self.take()?);
+        let z = f32::from_le_bytes(self.take()?);
+        let has_interval = self.take::<1>()?[0] != 0;
+        let interval = i32::from_le_bytes(self.take()?);
+        let [has_battery, battery] = self.take::<2>()?;
+        let is_moving = self.take::<1>()?[0] != 0;
+        Ok(Location {
+            timestamp,
+            sector_id,
+            x,
+            y,
+            z,
+            interval: has_interval.then_some(interval),
+            battery: (has_battery != 0).then_some(battery),
+            is_moving,
+        })
     }
 }

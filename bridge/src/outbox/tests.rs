@@ -76,11 +76,15 @@ fn a_key_seen_before_is_a_duplicate_even_after_delivery() {
     let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1)], 10).unwrap();
     let seqs: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
-    o.finish(&[Settled {
-        login: "a".into(),
-        delivered: seqs,
-        rejected: Vec::new(),
-    }])
+    o.finish(
+        &[Settled {
+            login: "a".into(),
+            delivered: seqs,
+            rejected: Vec::new(),
+        }],
+        100,
+        10,
+    )
     .unwrap();
     assert_eq!(o.stats().records, 0);
     let again = o
@@ -118,31 +122,57 @@ fn dedup_window_counts_back_from_the_newest_key() {
     );
 }
 
+fn refusal(reason: &str, detail: &str) -> Refusal {
+    Refusal {
+        reason: reason.into(),
+        detail: detail.into(),
+    }
+}
+
 #[test]
 fn rejected_records_become_dead_letters_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let o = open(&dir.path().join("o.redb"), 600).unwrap();
-    o.commit(vec![record("a", 1), record("a", 2)], 10).unwrap();
-    let rows = o.peek("a", 10).unwrap();
-    let letter = DeadLetter::new(
-        "ati/a/status",
-        b"{}",
-        "twinzo_rejected",
-        "no".into(),
-        100,
-        11,
+    let mut second = pending("a", 2);
+    second.payload = r#"{"pose":[1,2,3],"note":"the second"}"#.into();
+    let entries = vec![
+        record("a", 1),
+        Entry::Record {
+            pending: Box::new(second),
+            key: "t:a:2".into(),
+        },
+    ];
+    o.commit(entries, 10).unwrap();
+    let rows = o.peek_locations("a", 10).unwrap();
+    assert_eq!(
+        rows.iter().map(|(_, l)| l.timestamp).collect::<Vec<_>>(),
+        [1, 2]
     );
-    o.finish(&[Settled {
-        login: "a".into(),
-        delivered: vec![rows[0].0],
-        rejected: vec![(rows[1].0, letter)],
-    }])
-    .unwrap();
+    let written = o
+        .finish(
+            &[Settled {
+                login: "a".into(),
+                delivered: vec![rows[0].0],
+                rejected: vec![(rows[1].0, refusal("twinzo_rejected", "no"))],
+            }],
+            20,
+            11,
+        )
+        .unwrap();
+    assert_eq!(written, 1);
     let stats = o.stats();
     assert_eq!((stats.records, stats.dead_letters), (0, 1));
+    // The dead letter is made from the stored record: its topic and payload (cut to 20
+    // bytes), the refusal's reason and detail, and the time given.
     let letters = o.dead_letters(0, 10).unwrap();
-    assert_eq!(letters[0].reason, "twinzo_rejected");
-    assert_eq!(o.dead_letter(letters[0].id).unwrap().unwrap().detail, "no");
+    let letter = o.dead_letter(letters[0].id).unwrap().unwrap();
+    assert_eq!(
+        (letter.reason.as_str(), letter.detail.as_str(), letter.at_ms),
+        ("twinzo_rejected", "no", 11)
+    );
+    assert_eq!(letter.topic, "ati/a/status");
+    assert_eq!(letter.payload, r#"{"pose":[1,2,3],"not"#);
+    assert_eq!(letter.payload_bytes, 36);
     assert_eq!(o.purge_dead(None).unwrap(), 1);
     assert_eq!(o.stats().dead_letters, 0);
 }
@@ -321,12 +351,15 @@ fn a_row_settled_in_parts_keeps_the_rest_across_reopening() {
             .collect();
         assert_eq!(o.commit(entries, 10).unwrap().stored, 10);
         let a = o.peek("a", 3).unwrap();
-        let letter = DeadLetter::new("t", b"{}", "twinzo_rejected", "no".into(), 100, 10);
-        o.finish(&[Settled {
-            login: "a".into(),
-            delivered: vec![a[0].0, a[1].0],
-            rejected: vec![(a[2].0, letter)],
-        }])
+        o.finish(
+            &[Settled {
+                login: "a".into(),
+                delivered: vec![a[0].0, a[1].0],
+                rejected: vec![(a[2].0, refusal("twinzo_rejected", "no"))],
+            }],
+            100,
+            10,
+        )
         .unwrap();
         assert_eq!(timestamps(&o, "a"), vec![4, 5]);
     }
@@ -336,11 +369,15 @@ fn a_row_settled_in_parts_keeps_the_rest_across_reopening() {
     assert_eq!(timestamps(&o, "a"), vec![4, 5]);
     assert_eq!(timestamps(&o, "b"), vec![1, 2, 3, 4, 5]);
     let rest: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
-    o.finish(&[Settled {
-        login: "a".into(),
-        delivered: rest,
-        rejected: Vec::new(),
-    }])
+    o.finish(
+        &[Settled {
+            login: "a".into(),
+            delivered: rest,
+            rejected: Vec::new(),
+        }],
+        100,
+        10,
+    )
     .unwrap();
     let bytes = o.stats().bytes;
     assert!(bytes > 0, "b's records are still counted");
@@ -362,11 +399,15 @@ fn a_burst_from_one_login_is_split_into_bounded_rows() {
         // Settle 100 (not a multiple of the row size), in two requests.
         for _ in 0..2 {
             let seqs = o.peek("a", 50).unwrap().iter().map(|(s, _)| *s).collect();
-            o.finish(&[Settled {
-                login: "a".into(),
-                delivered: seqs,
-                rejected: Vec::new(),
-            }])
+            o.finish(
+                &[Settled {
+                    login: "a".into(),
+                    delivered: seqs,
+                    rejected: Vec::new(),
+                }],
+                100,
+                10,
+            )
             .unwrap();
         }
     }
