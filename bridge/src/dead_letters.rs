@@ -74,9 +74,16 @@ pub fn replay(outbox: &Outbox, config: &Config, ids: &[u64]) -> anyhow::Result<R
     for letter in &letters {
         match ingest.prepare(&letter.topic, letter.payload.as_bytes(), now) {
             // A replay must not be taken for a redelivery: give it a key of its own.
-            Prepared::Entry(Entry::Record { pending, key }) => {
+            Prepared::Entry(Entry::Record {
+                login,
+                enqueued_at_ms,
+                bytes,
+                key,
+            }) => {
                 entries.push(Entry::Record {
-                    pending,
+                    login,
+                    enqueued_at_ms,
+                    bytes,
                     key: format!("replay:{}:{key}", letter.id),
                 });
                 done.queued += 1;

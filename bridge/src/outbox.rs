@@ -39,6 +39,8 @@ use crate::twinzo::Location;
 mod layout;
 mod record;
 
+pub(crate) use record::Stored;
+
 use layout::{
     decode_row, decode_seen, encode_row, encode_seen, key_hash, migrate_first_layout,
     raise_next_seq, IntSet, DEAD, META, RECORD_OVERHEAD, ROWS, SEEN_LOG,
@@ -132,8 +134,25 @@ impl DeadLetter {
 /// One thing to commit.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Record { pending: Box<Pending>, key: String },
+    /// A record already in its stored form (`outbox/record.rs`), encoded where it was read.
+    Record {
+        login: String,
+        enqueued_at_ms: i64,
+        bytes: Vec<u8>,
+        key: String,
+    },
     Dead(DeadLetter),
+}
+
+impl Entry {
+    pub fn record(pending: &Pending, key: String) -> Entry {
+        Entry::Record {
+            login: pending.login.clone(),
+            enqueued_at_ms: pending.enqueued_at_ms,
+            bytes: pending.encode(),
+            key,
+        }
+    }
 }
 
 /// What became of one login's records after a request to Twinzo.
@@ -382,7 +401,9 @@ impl Outbox {
             for entry in entries {
                 match entry {
                     Entry::Record {
-                        pending: record,
+                        login,
+                        enqueued_at_ms: at,
+                        bytes,
                         key,
                     } => {
                         let hash = key_hash(&key);
@@ -391,9 +412,7 @@ impl Outbox {
                             continue;
                         }
                         logged.push(hash);
-                        let bytes = record.encode();
-                        let at = record.enqueued_at_ms;
-                        let group = *group_of.entry(record.login).or_insert_with_key(|login| {
+                        let group = *group_of.entry(login).or_insert_with_key(|login| {
                             groups.push((login.clone(), Vec::new()));
                             groups.len() - 1
                         });

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, RouteConfig};
 use crate::devices::Directory;
 use crate::normalize::{Outcome, Reader, Record};
-use crate::outbox::{DeadLetter, Entry, Outbox, Pending};
+use crate::outbox::{DeadLetter, Entry, Outbox, Stored};
 use crate::route;
 use crate::state::State;
 use crate::twinzo::client::now_ms;
@@ -137,14 +137,18 @@ impl Ingest {
                 return Prepared::Skip("throttled");
             }
         }
-        self.last.insert(
-            record.device.clone(),
-            Memory {
-                x: record.x,
-                y: record.y,
-                forwarded_at_ms: record.measured_at_ms,
-            },
-        );
+        let memory = Memory {
+            x: record.x,
+            y: record.y,
+            forwarded_at_ms: record.measured_at_ms,
+        };
+        // Overwritten in place: the device's name is copied only the first time.
+        match self.last.get_mut(&record.device) {
+            Some(m) => *m = memory,
+            None => {
+                self.last.insert(record.device.clone(), memory);
+            }
+        }
         self.state
             .observe_robot(&record, &target.login, &location, now);
         count(label, "accepted");
@@ -153,20 +157,19 @@ impl Ingest {
             Some(id) => format!("m:{}:{id}", record.device),
             None => format!("t:{}:{}", target.login, record.measured_at_ms),
         };
-        let pending = Pending {
-            login: target.login,
-            device: record.device,
-            location,
-            topic: topic.to_string(),
-            // The reader found it UTF-8; `from_utf8` is the fast check of that.
-            payload: std::str::from_utf8(payload).map_or_else(
-                |_| String::from_utf8_lossy(payload).into_owned(),
-                str::to_owned,
-            ),
+        let bytes = Stored {
+            login: &target.login,
+            device: &record.device,
+            topic,
+            location: &location,
             enqueued_at_ms: now,
-        };
+            payload,
+        }
+        .encode();
         Prepared::Entry(Entry::Record {
-            pending: Box::new(pending),
+            login: target.login,
+            enqueued_at_ms: now,
+            bytes,
             key,
         })
     }

@@ -16,16 +16,27 @@ fn corrupt(why: &str) -> OutboxError {
     OutboxError::Corrupt(serde::de::Error::custom(format!("outbox record: {why}")))
 }
 
-impl Pending {
-    pub(super) fn encode(&self) -> Vec<u8> {
+/// The parts of a record, borrowed: [`Stored::encode`] writes them without building a
+/// [`Pending`] first.
+pub(crate) struct Stored<'a> {
+    pub login: &'a str,
+    pub device: &'a str,
+    pub topic: &'a str,
+    pub location: &'a Location,
+    pub enqueued_at_ms: i64,
+    pub payload: &'a [u8],
+}
+
+impl Stored<'_> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let strings = self.login.len() + self.device.len() + self.topic.len();
         let mut out = Vec::with_capacity(64 + strings + self.payload.len());
         out.push(VERSION);
-        for s in [&self.login, &self.device, &self.topic] {
+        for s in [self.login, self.device, self.topic] {
             out.extend_from_slice(&(s.len() as u32).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
         }
-        let l = &self.location;
+        let l = self.location;
         out.extend_from_slice(&l.timestamp.to_le_bytes());
         out.extend_from_slice(&l.sector_id.to_le_bytes());
         for v in [l.x, l.y, l.z] {
@@ -37,11 +48,25 @@ impl Pending {
         out.push(l.battery.unwrap_or(0));
         out.push(u8::from(l.is_moving));
         out.extend_from_slice(&self.enqueued_at_ms.to_le_bytes());
-        out.extend_from_slice(self.payload.as_bytes());
+        out.extend_from_slice(self.payload);
         out
     }
+}
 
-    pub(super) fn decode(bytes: &[u8]) -> Result<Pending, OutboxError> {
+impl Pending {
+    pub(super) fn encode(&self) -> Vec<u8> {
+        Stored {
+            login: &self.login,
+            device: &self.device,
+            topic: &self.topic,
+            location: &self.location,
+            enqueued_at_ms: self.enqueued_at_ms,
+            payload: self.payload.as_bytes(),
+        }
+        .encode()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Pending, OutboxError> {
         let mut r = Reader::versioned(bytes)?;
         let login = r.string()?;
         let device = r.string()?;

@@ -40,10 +40,7 @@ fn timestamps(o: &Outbox, login: &str) -> Vec<i64> {
 }
 
 fn record(login: &str, ts: i64) -> Entry {
-    Entry::Record {
-        pending: Box::new(pending(login, ts)),
-        key: format!("t:{login}:{ts}"),
-    }
+    Entry::record(&pending(login, ts), format!("t:{login}:{ts}"))
 }
 
 #[test]
@@ -135,13 +132,7 @@ fn rejected_records_become_dead_letters_atomically() {
     let o = open(&dir.path().join("o.redb"), 600).unwrap();
     let mut second = pending("a", 2);
     second.payload = r#"{"pose":[1,2,3],"note":"the second"}"#.into();
-    let entries = vec![
-        record("a", 1),
-        Entry::Record {
-            pending: Box::new(second),
-            key: "t:a:2".into(),
-        },
-    ];
+    let entries = vec![record("a", 1), Entry::record(&second, "t:a:2".into())];
     o.commit(entries, 10).unwrap();
     let rows = o.peek_locations("a", 10).unwrap();
     assert_eq!(

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::{DeviceConfig, Secret, UnknownDevices};
+use crate::outbox::Pending;
 
 fn ingest(config: &Config) -> Ingest {
     Ingest::new(config, Arc::new(Directory::new(config)), State::new(0))
@@ -14,7 +15,9 @@ fn base() -> Config {
 
 fn record(p: Prepared) -> (Pending, String) {
     match p {
-        Prepared::Entry(Entry::Record { pending, key }) => (*pending, key),
+        Prepared::Entry(Entry::Record { bytes, key, .. }) => {
+            (Pending::decode(&bytes).unwrap(), key)
+        }
         other => panic!("expected a record, got {other:?}"),
     }
 }
