@@ -145,7 +145,9 @@ pub enum Entry {
 }
 
 impl Entry {
-    pub fn record(pending: &Pending, key: String) -> Entry {
+    /// A record built whole, encoded.
+    #[cfg(test)]
+    pub(crate) fn record(pending: &Pending, key: String) -> Entry {
         Entry::Record {
             login: pending.login.clone(),
             enqueued_at_ms: pending.enqueued_at_ms,
