@@ -133,6 +133,7 @@ async fn publish(broker: &Broker, id: &str, n: u64, robots: u64, rate: u64) -> D
 async fn ceiling(broker: &Broker, round: u32, n: u64) -> (f64, f64) {
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
         .env(SUBSCRIBER, format!("plain-subscriber-{round}"))
+        .env("BENCH_SUB_URL", broker.ws_url())
         .env("BENCH_SUB_PORT", broker.ws_port.to_string())
         .env("BENCH_SUB_USER", &broker.bridge.username)
         .env("BENCH_SUB_PASS", &broker.bridge.password)
@@ -157,14 +158,14 @@ async fn ceiling(broker: &Broker, round: u32, n: u64) -> (f64, f64) {
     }
 }
 
-/// The plain subscriber process: connects as `BENCH_SUBSCRIBER` over WebSocket, says
+/// The plain subscriber process: connects as `BENCH_SUBSCRIBER` to `BENCH_SUB_URL`, says
 /// `subscribed`, receives `BENCH_SUB_N` messages, then says `rate R cpu C` (messages per
 /// second over the middle 80 %, CPU seconds since subscribing).
 async fn plain_subscriber(id: String) {
     let var = |k: &str| std::env::var(k).unwrap();
     let port: u16 = var("BENCH_SUB_PORT").parse().unwrap();
     let n: u64 = var("BENCH_SUB_N").parse().unwrap();
-    let mut opts = MqttOptions::new(id, format!("ws://127.0.0.1:{port}/mqtt"), port);
+    let mut opts = MqttOptions::new(id, var("BENCH_SUB_URL"), port);
     opts.set_transport(Transport::Ws)
         .set_credentials(var("BENCH_SUB_USER"), var("BENCH_SUB_PASS"))
         .set_max_packet_size(1 << 20, 1 << 20);
@@ -350,8 +351,8 @@ async fn main() {
     ));
 
     // 1 and 2. The ceiling and the sustained rate, measured in turns (ceiling, bridge,
-    // ceiling, bridge): the speed of a shared machine drifts by a quarter within minutes, and
-    // each round's ratio compares two runs a few seconds apart.
+    // ceiling, bridge): the speed of a shared machine drifts by a quarter or more within
+    // minutes, and each round's ratio compares two runs a few seconds apart.
     let n = scaled(300_000);
     let mut ceilings = Vec::new();
     let mut rates = Vec::new();
@@ -395,7 +396,7 @@ async fn main() {
         .collect();
     let ceiling = ceilings.iter().sum::<f64>() / rounds;
     let rate = rates.iter().sum::<f64>() / rounds;
-    // The rates lead the table, as in the list.
+    // The rates lead the table.
     let mut rates_rows: Vec<(String, String)> = Vec::new();
     let each = |v: &[f64]| {
         v.iter()
