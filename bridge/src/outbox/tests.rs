@@ -39,6 +39,16 @@ fn timestamps(o: &Outbox, login: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Settles records of `login` as delivered.
+fn deliver(o: &Outbox, login: &str, seqs: Vec<u64>) {
+    let settled = Settled {
+        login: login.into(),
+        delivered: seqs,
+        rejected: Vec::new(),
+    };
+    o.finish(&[settled], 100, 10).unwrap();
+}
+
 fn record(login: &str, ts: i64) -> Entry {
     Entry::record(&pending(login, ts), format!("t:{login}:{ts}"))
 }
@@ -73,16 +83,7 @@ fn a_key_seen_before_is_a_duplicate_even_after_delivery() {
     let o = open(&dir.path().join("o.redb"), 600).unwrap();
     o.commit(vec![record("a", 1)], 10).unwrap();
     let seqs: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
-    o.finish(
-        &[Settled {
-            login: "a".into(),
-            delivered: seqs,
-            rejected: Vec::new(),
-        }],
-        100,
-        10,
-    )
-    .unwrap();
+    deliver(&o, "a", seqs);
     assert_eq!(o.stats().records, 0);
     let again = o
         .commit(vec![record("a", 1), record("a", 1), record("a", 2)], 20)
@@ -360,16 +361,7 @@ fn a_row_settled_in_parts_keeps_the_rest_across_reopening() {
     assert_eq!(timestamps(&o, "a"), vec![4, 5]);
     assert_eq!(timestamps(&o, "b"), vec![1, 2, 3, 4, 5]);
     let rest: Vec<u64> = o.peek("a", 10).unwrap().iter().map(|(s, _)| *s).collect();
-    o.finish(
-        &[Settled {
-            login: "a".into(),
-            delivered: rest,
-            rejected: Vec::new(),
-        }],
-        100,
-        10,
-    )
-    .unwrap();
+    deliver(&o, "a", rest);
     let bytes = o.stats().bytes;
     assert!(bytes > 0, "b's records are still counted");
     drop(o);
@@ -390,16 +382,7 @@ fn a_burst_from_one_login_is_split_into_bounded_rows() {
         // Settle 100 (not a multiple of the row size), in two requests.
         for _ in 0..2 {
             let seqs = o.peek("a", 50).unwrap().iter().map(|(s, _)| *s).collect();
-            o.finish(
-                &[Settled {
-                    login: "a".into(),
-                    delivered: seqs,
-                    rejected: Vec::new(),
-                }],
-                100,
-                10,
-            )
-            .unwrap();
+            deliver(&o, "a", seqs);
         }
     }
     let o = open(&path, 600).unwrap();
