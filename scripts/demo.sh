@@ -117,7 +117,7 @@ else
 fi
 
 # --- Temporary directory and cleanup ---------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/twinzo-demo.XXXXXX")
+tmp=$(mktemp -d)
 chmod 0700 "$tmp"
 
 names=()

@@ -73,7 +73,7 @@ else
 fi
 [ -x "$bin" ] || usage_error "no twinzo-bridge binary: run cargo build --release, or set TWINZO_BRIDGE_BIN"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/twinzo-smoke.XXXXXX")
+tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 # The token goes to curl through its standard input, never on a command line.
