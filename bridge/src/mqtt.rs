@@ -335,7 +335,7 @@ impl Poller {
         }
     }
 
-    /// Sends the queued acks and a clean DISCONNECT, briefly.
+    /// Publishes the offline status and sends a clean DISCONNECT, briefly.
     async fn disconnect(mut self) {
         let status = status_topic(&self.client_id);
         let _ = self

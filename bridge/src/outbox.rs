@@ -314,11 +314,11 @@ impl Outbox {
                 let mut login = None;
                 let mut entries = Vec::new();
                 for (seq, bytes) in decode_row(value.value())? {
-                    let record = Pending::decode(bytes)?;
+                    let (record_login, enqueued_at_ms) = Pending::decode_head(bytes)?;
                     let size = bytes.len() as u32 + RECORD_OVERHEAD;
-                    entries.push((seq, record.enqueued_at_ms, size));
+                    entries.push((seq, enqueued_at_ms, size));
                     // A row holds one login's records.
-                    login.get_or_insert(record.login);
+                    login.get_or_insert(record_login);
                 }
                 let Some(login) = login else {
                     continue;

@@ -137,10 +137,12 @@ pub(super) fn migrate_first_layout(tx: &redb::WriteTransaction) -> Result<(), Ou
     if !names.iter().any(|n| n == "pending") {
         return Ok(());
     }
+    // Numbering starts at 1, as in `Outbox::open`.
     let mut seq = tx
         .open_table(META)?
         .get("next_seq")?
-        .map_or(0, |v| v.value());
+        .map_or(1, |v| v.value())
+        .max(1);
     {
         // A row per record; in login order, then by the old sequence, so order is kept.
         let old = tx.open_table(OLD_PENDING)?;

@@ -83,6 +83,16 @@ impl Pending {
         })
     }
 
+    /// The login and enqueue time of a stored record: what the index rebuilt at open needs.
+    pub(super) fn decode_head(bytes: &[u8]) -> Result<(String, i64), OutboxError> {
+        let mut r = Reader::versioned(bytes)?;
+        let login = r.string()?;
+        r.skip_string()?;
+        r.skip_string()?;
+        r.location()?;
+        Ok((login, i64::from_le_bytes(r.take()?)))
+    }
+
     /// Only the location of a stored record, which is all a request to Twinzo needs: the
     /// names and the payload are skipped, not copied.
     pub(super) fn decode_location(bytes: &[u8]) -> Result<Location, OutboxError> {
