@@ -312,7 +312,9 @@ impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {
             min_delay_ms: 200,
-            max_delay_ms: 30_000,
+            // One probe per step while Twinzo is down (see sender::outage), so a short
+            // maximum costs Twinzo little and bounds the wait once it is back.
+            max_delay_ms: 5_000,
             factor: 2.0,
         }
     }

@@ -9,8 +9,11 @@
 //! (`max_concurrent_requests` at once); API-key mode puts up to 50 ready logins in one batch
 //! call. A failed batch stays in the outbox and its login waits out a backoff: exponential
 //! from `retry.min_delay_ms` to `retry.max_delay_ms`, with full jitter (a uniform draw between
-//! the minimum and the current step), or the server's `Retry-After` when longer. Retries never
-//! end by count: records leave only when accepted, rejected into dead letters, or expired.
+//! the minimum and the current step), or the server's `Retry-After` when longer. When Twinzo
+//! as a whole fails (no answer, 5xx, 429), the [`outage`] gate holds every login and probes
+//! with one request per step of the same backoff; the first answer after a failed probe
+//! releases every login at once. Retries never end by count: records leave only when
+//! accepted, rejected into dead letters, or expired.
 //!
 //! On shutdown it sends everything due at once and stops when nothing is left or `hard_stop`
 //! fires; unsent records stay in the outbox for the next start.
@@ -32,12 +35,22 @@ use crate::twinzo::client::now_ms;
 use crate::twinzo::{Delivery, Location, Twinzo};
 use crate::Backoff;
 
+mod outage;
+
+use outage::{Admit, Outage};
+
 /// Logins per API-key batch call.
 const LOGINS_PER_BATCH: usize = 50;
 
 type Batch = (String, Vec<(u64, Location)>);
+
 /// What one request did, and how long it took.
-type Done = (Duration, Vec<(Batch, Delivery)>);
+struct Done {
+    took: Duration,
+    /// The request was the outage gate's probe.
+    probe: bool,
+    results: Vec<(Batch, Delivery)>,
+}
 
 /// The weight of the newest accepted request in the latency estimate.
 const LATENCY_WEIGHT: f64 = 0.2;
@@ -45,6 +58,8 @@ const LATENCY_WEIGHT: f64 = 0.2;
 struct Waiting {
     until: Instant,
     delays: Box<dyn Iterator<Item = Duration> + Send>,
+    /// Held for an outage failure: released when the outage ends.
+    outage: bool,
 }
 
 pub struct Sender {
@@ -91,6 +106,7 @@ impl Sender {
         let mut busy: HashSet<String> = HashSet::new();
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut requests: JoinSet<Done> = JoinSet::new();
+        let mut gate = Outage::new(self.backoff);
         let mut next_expiry = Instant::now();
         // Twinzo's recent answer time (ms), a moving average of accepted requests.
         let mut latency_ms = 0.0;
@@ -113,14 +129,27 @@ impl Sender {
                 self.expire(max_age).await;
             }
 
-            if requests.len() < self.max_concurrent {
-                let skip = |login: &str| {
-                    busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now)
-                };
-                let ready = self
-                    .outbox
-                    .ready(self.batch_size, cutoff_ms, draining, skip);
-                self.launch(ready, &mut busy, &mut requests);
+            match gate.admits(now) {
+                Admit::All if requests.len() < self.max_concurrent => {
+                    let skip = |login: &str| {
+                        busy.contains(login) || waiting.get(login).is_some_and(|w| w.until > now)
+                    };
+                    let ready = self
+                        .outbox
+                        .ready(self.batch_size, cutoff_ms, draining, skip);
+                    let slots = self.max_concurrent - requests.len();
+                    self.launch(ready, slots, false, &mut busy, &mut requests);
+                }
+                Admit::Probe if requests.len() < self.max_concurrent => {
+                    // Any login may probe, whatever its own backoff: the gate paces them.
+                    let ready = self
+                        .outbox
+                        .ready(self.batch_size, cutoff_ms, draining, |l| busy.contains(l));
+                    let ready = gate.probe_order(ready);
+                    let sent = self.launch(ready, 1, true, &mut busy, &mut requests);
+                    gate.probe_started(sent.iter().map(String::as_str));
+                }
+                _ => {}
             }
 
             let due = Some(next_tick.saturating_duration_since(now));
@@ -129,6 +158,8 @@ impl Sender {
                 .filter(|w| w.until > now)
                 .map(|w| w.until.saturating_duration_since(now))
                 .min();
+            let probe = gate.wake_at().map(|at| at.saturating_duration_since(now));
+            let retry = if gate.is_open() { probe } else { retry };
             let nap = [due, retry, Some(Duration::from_secs(1))]
                 .into_iter()
                 .flatten()
@@ -145,13 +176,15 @@ impl Sender {
                 biased;
                 () = hard_stop.cancelled() => break,
                 Some(done) = requests.join_next(), if !requests.is_empty() => {
-                    if let Ok((took, done)) = done {
-                        if done.iter().all(|(_, d)| matches!(d, Delivery::Accepted { .. })) {
-                            let ms = took.as_secs_f64() * 1000.0;
+                    if let Ok(done) = done {
+                        let results = &done.results;
+                        if results.iter().all(|(_, d)| matches!(d, Delivery::Accepted { .. })) {
+                            let ms = done.took.as_secs_f64() * 1000.0;
                             latency_ms += LATENCY_WEIGHT * (ms - latency_ms);
                         }
-                        let mut settled = Vec::with_capacity(done.len());
-                        for ((login, records), delivery) in done {
+                        Self::pace(&mut gate, &done, &mut waiting);
+                        let mut settled = Vec::with_capacity(done.results.len());
+                        for ((login, records), delivery) in done.results {
                             busy.remove(&login);
                             settled.extend(self.settle(&login, records, delivery, &mut waiting));
                         }
@@ -174,15 +207,73 @@ impl Sender {
         Duration::from_secs_f64((interval - latency_ms).max(interval / 2.0) / 1000.0)
     }
 
-    /// Starts requests for ready logins, within the concurrency limit.
-    fn launch(&self, ready: Vec<String>, busy: &mut HashSet<String>, requests: &mut JoinSet<Done>) {
+    /// Feeds a finished request to the outage gate. An outage failure opens the gate or, for
+    /// the probe, steps its backoff; any answer closes it, and when the outage was confirmed
+    /// by a failed probe, every login held for it is released.
+    fn pace(gate: &mut Outage, done: &Done, waiting: &mut HashMap<String, Waiting>) {
+        let outage_afters: Option<Vec<Option<Duration>>> = done
+            .results
+            .iter()
+            .map(|(_, d)| match d {
+                Delivery::Retry {
+                    outage: true,
+                    after,
+                    ..
+                } => Some(*after),
+                _ => None,
+            })
+            .collect();
+        match outage_afters {
+            Some(afters) if !afters.is_empty() => {
+                let logins: Vec<&str> = done.results.iter().map(|((l, _), _)| l.as_str()).collect();
+                let after = afters.into_iter().flatten().max();
+                let opening = !gate.is_open();
+                if let Some(wait) = gate.failed(&logins, done.probe, after, Instant::now()) {
+                    let retry_in_ms = wait.as_millis() as u64;
+                    if opening {
+                        tracing::warn!(
+                            retry_in_ms,
+                            "twinzo unavailable; holding all logins, probing with one request"
+                        );
+                    } else {
+                        tracing::debug!(retry_in_ms, "twinzo probe failed");
+                    }
+                }
+                metrics::gauge!("bridge_twinzo_outage").set(1.0);
+            }
+            _ => {
+                if gate.answered() {
+                    let held = waiting.values().filter(|w| w.outage).count();
+                    waiting.retain(|_, w| !w.outage);
+                    tracing::info!(
+                        logins = held,
+                        "twinzo answers again; sending every held login"
+                    );
+                }
+                metrics::gauge!("bridge_twinzo_outage").set(0.0);
+            }
+        }
+    }
+
+    /// Starts at most `max_requests` requests for ready logins, in order; returns the logins
+    /// they carry.
+    fn launch(
+        &self,
+        ready: Vec<String>,
+        max_requests: usize,
+        probe: bool,
+        busy: &mut HashSet<String>,
+        requests: &mut JoinSet<Done>,
+    ) -> Vec<String> {
         let per_request = match self.twinzo.mode() {
             AuthMode::Device => 1,
             AuthMode::ApiKey => LOGINS_PER_BATCH,
         };
-        let slots = self.max_concurrent.saturating_sub(requests.len());
         let mut batches: Vec<Batch> = Vec::new();
-        for login in ready.into_iter().take(slots * per_request) {
+        for login in ready.into_iter() {
+            if batches.len() == max_requests * per_request {
+                break;
+            }
             match self.outbox.peek_locations(&login, self.batch_size) {
                 Ok(records) if !records.is_empty() => {
                     busy.insert(login.clone());
@@ -192,6 +283,7 @@ impl Sender {
                 Err(e) => tracing::error!(error = %crate::error_chain(&e), "outbox read failed"),
             }
         }
+        let sent: Vec<String> = batches.iter().map(|(login, _)| login.clone()).collect();
         let mut batches = batches.into_iter().peekable();
         while batches.peek().is_some() {
             let chunk: Vec<Batch> = batches.by_ref().take(per_request).collect();
@@ -223,12 +315,14 @@ impl Sender {
                         twinzo.send_batch(&groups).await
                     }
                 };
-                (
-                    started.elapsed(),
-                    chunk.into_iter().zip(deliveries).collect(),
-                )
+                Done {
+                    took: started.elapsed(),
+                    probe,
+                    results: chunk.into_iter().zip(deliveries).collect(),
+                }
             });
         }
+        sent
     }
 
     /// Counts one login's delivery and updates its backoff; returns what the outbox must
@@ -262,13 +356,19 @@ impl Sender {
                 }
                 (ok, bad)
             }
-            Delivery::Retry { after, reason } => {
+            Delivery::Retry {
+                after,
+                reason,
+                outage,
+            } => {
                 c.retried.fetch_add(n, Ordering::Relaxed);
                 metrics::counter!("bridge_records_retried_total").increment(n);
                 let entry = waiting.entry(login.to_string()).or_insert_with(|| Waiting {
                     until: Instant::now(),
                     delays: Box::new(self.backoff.delays()),
+                    outage,
                 });
+                entry.outage = outage;
                 let step = entry.delays.next().unwrap_or(self.backoff.max);
                 let delay = after.map_or(step, |a| a.max(step));
                 entry.until = Instant::now() + delay;

@@ -313,3 +313,45 @@ async fn scenario_7_sigterm_mid_stream_exits_within_grace_and_loses_nothing() {
     );
     eprintln!("scenario 7: published {n}, SIGTERM exit after {:.2} s (grace 5 s), distinct accepted {}, lost 0", took.as_secs_f64(), rig.distinct().len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_8_a_twinzo_outage_is_probed_one_request_at_a_time() {
+    // Steps of at least 500 ms: in a 6 s outage the gate can send at most 12 probes, plus
+    // the requests already out when it opened (8 at once). Twenty logins retrying each on
+    // its own backoff would send well over a hundred.
+    let (rig, _bridge) = Rig::new(&[
+        ("BRIDGE_RETRY__MIN_DELAY_MS", "500"),
+        ("BRIDGE_RETRY__MAX_DELAY_MS", "1000"),
+    ])
+    .await;
+    let outage = Duration::from_secs(6);
+    let n = 2_000;
+    let (_acked, publisher) = rig.stream("pub-s8", stack::fleet_stream(n as u64, 20), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = rig.distinct().len();
+    rig.stub.fail_for(503, outage);
+    tokio::time::sleep(outage).await;
+    let recovered = Instant::now();
+    let failed = rig
+        .stub
+        .stats()
+        .requests_by_status
+        .get(&503)
+        .copied()
+        .unwrap_or(0);
+    publisher.await.unwrap();
+    rig.wait_all(n).await;
+    eprintln!(
+        "scenario 8: published {n}, 20 logins, {} accepted before a {} s outage, 503s answered {failed}, \
+         distinct accepted {}, lost 0, all delivered {:.1} s after recovery",
+        before,
+        outage.as_secs(),
+        rig.distinct().len(),
+        recovered.elapsed().as_secs_f64()
+    );
+    assert!(before > 0, "the stream was flowing before the outage");
+    assert!(
+        (1..=12 + 1 + 8).contains(&failed),
+        "503s during the outage: {failed}"
+    );
+}

@@ -14,6 +14,12 @@
 //! | 408, 425, 429, 5xx                              | retry, honouring `Retry-After`  |
 //! | any other 4xx                                   | reject                          |
 //!
+//! Every retry here means Twinzo, or our way to it, fails for every login alike: down, slow,
+//! asking us to slow down, or configured wrongly. The sender then holds all logins and probes
+//! with one request at a time until Twinzo answers (see `sender::outage`). The retries that
+//! concern one login only (its credentials, a batch result missing for it) come from the
+//! client.
+//!
 //! Retrying keeps records in the outbox, so a wrong base URL or revoked key costs nothing but
 //! time (bounded by `outbox.max_age_secs` when set); rejecting sends them to dead letters,
 //! from where `dead-letters replay` can resend them.

@@ -44,6 +44,9 @@ pub enum Delivery {
     Retry {
         after: Option<Duration>,
         reason: String,
+        /// Twinzo, or the way to it, fails for every login (any retry of the table in
+        /// [`super::classify`]); false when only this login is concerned.
+        outage: bool,
     },
     Reject {
         code: &'static str,
@@ -137,6 +140,7 @@ impl Twinzo {
                     return Delivery::Retry {
                         after: None,
                         reason: "refused after re-authentication".into(),
+                        outage: false,
                     }
                 }
                 verdict => return self.delivery(verdict, &reply),
@@ -173,6 +177,7 @@ impl Twinzo {
                         None => Delivery::Retry {
                             after: None,
                             reason: format!("no result for {login}"),
+                            outage: false,
                         },
                     }
                 })
@@ -234,10 +239,15 @@ impl Twinzo {
                 };
                 Delivery::Accepted { rejected }
             }
-            Verdict::Retry { after, reason } => Delivery::Retry { after, reason },
+            Verdict::Retry { after, reason } => Delivery::Retry {
+                after,
+                reason,
+                outage: true,
+            },
             Verdict::Reauthenticate => Delivery::Retry {
                 after: None,
                 reason: "authentication needed".into(),
+                outage: false,
             },
             Verdict::Reject { code, reason } => Delivery::Reject { code, reason },
         }
@@ -282,10 +292,12 @@ impl Twinzo {
                     Verdict::Retry { after, reason } => Delivery::Retry {
                         after,
                         reason: format!("authenticate: {reason}"),
+                        outage: true,
                     },
                     _ => Delivery::Retry {
                         after: None,
                         reason: format!("authenticate: {}", describe(&reply)),
+                        outage: false,
                     },
                 })
             }
@@ -330,6 +342,7 @@ impl Twinzo {
                 Err(Delivery::Retry {
                     after: None,
                     reason: format!("authenticate: {reason}"),
+                    outage: false,
                 })
             }
         }
