@@ -7,6 +7,12 @@
 //! 3. the sender sends everything in the outbox until it is empty or the grace period
 //!    (`shutdown.grace_secs`) ends; what is left stays in the outbox for the next start;
 //! 4. the outbox closes when its last handle drops.
+//!
+//! `twinzo-bridge retire` ([`Mode::Retire`]) runs the same parts to take a member out of a
+//! shared group: the MQTT loop unsubscribes and takes in what the broker still holds for the
+//! session; once that has stopped and the outbox is empty, the bridge shuts down as above and
+//! removes its session from the broker. Until then it runs like `run` (a signal stops it and
+//! keeps the session and the outbox for another try).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,8 +40,26 @@ pub struct Running {
     pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// What the process is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward until stopped.
+    Run,
+    /// Leave the shared group without losing this member's share, then exit.
+    Retire,
+}
+
 /// Starts the bridge; it stops when `shutdown` fires (or on a fatal store error).
 pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    start_in(config, shutdown, Mode::Run).await
+}
+
+/// [`start`] in the given mode; in [`Mode::Retire`] it also stops once it has retired.
+pub async fn start_in(
+    config: Config,
+    shutdown: CancellationToken,
+    mode: Mode,
+) -> anyhow::Result<Running> {
     http::metrics_handle();
     let state = State::new(now_ms());
 
@@ -79,6 +103,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tracing::info!(url = %mqtt::BrokerUrl::parse(&config.mqtt.url).map(|u| u.full).unwrap_or_default(), client_id = %config.mqtt.client_id, "connecting to broker");
     let (tx, rx) = mpsc::channel(1024);
     let poller_stop = CancellationToken::new();
+    let retire = (mode == Mode::Retire).then(|| mqtt::Retire {
+        drained: CancellationToken::new(),
+    });
+    let drained = retire.as_ref().map(|r| r.drained.clone());
     let poller = Poller {
         client: client.clone(),
         eventloop,
@@ -87,6 +115,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         client_id: config.mqtt.client_id.clone(),
         state: state.clone(),
         backoff: Backoff::RECONNECT,
+        retire,
     };
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let poller_task = tokio::spawn(poller.run(tx, acks_rx, poller_stop.clone()));
@@ -120,8 +149,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         state.clone(),
         shutdown.clone(),
     ));
+    let retired = drained
+        .map(|drained| tokio::spawn(finish_retiring(drained, outbox.clone(), shutdown.clone())));
     let grace = Duration::from_secs(config.shutdown.grace_secs);
     let state_for_close = state.clone();
+    let mqtt_config = config.mqtt.clone();
 
     let done = tokio::spawn(async move {
         let ingest_result = ingest_handle.await;
@@ -149,12 +181,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let _ = http_task.await;
         // The store closes with its last handle; the state (kept by callers) lets go of its.
         state_for_close.detach_outbox();
+        let left = outbox.stats().records;
         drop(outbox);
-        tracing::info!("stopped");
         ingest_result?;
         if fatal {
             anyhow::bail!("the outbox could not be written; see the log above");
         }
+        if let Some(retired) = retired {
+            let done = retired.await.unwrap_or(false);
+            anyhow::ensure!(
+                done && left == 0,
+                "not retired: stopped before the session was empty and the outbox delivered \
+                 ({left} records kept); run retire again"
+            );
+            mqtt::forget_session(&mqtt_config)
+                .await
+                .map_err(|e| anyhow::anyhow!("retired, but the session was not removed: {e}"))?;
+            tracing::info!("retired: session removed from the broker");
+        }
+        tracing::info!("stopped");
         Ok(())
     });
 
@@ -165,10 +210,32 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     })
 }
 
-/// Runs until `shutdown` fires.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let running = start(config, shutdown).await?;
+/// Runs until `shutdown` fires (or, retiring, until retired).
+pub async fn run(config: Config, shutdown: CancellationToken, mode: Mode) -> anyhow::Result<()> {
+    let running = start_in(config, shutdown, mode).await?;
     running.done.await?
+}
+
+/// Retire mode: once the session is empty, waits for the outbox to be delivered, then starts
+/// the shutdown. True when it got that far (false: stopped first).
+async fn finish_retiring(
+    drained: CancellationToken,
+    outbox: Arc<Outbox>,
+    shutdown: CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => return false,
+        () = drained.cancelled() => {}
+    }
+    while outbox.stats().records > 0 {
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    tracing::info!("outbox delivered; retiring");
+    shutdown.cancel();
+    true
 }
 
 /// Checks Twinzo credentials at start and every 30 s while they have not worked, so `/ready`

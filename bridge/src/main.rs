@@ -31,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the bridge.
     Run,
+    /// Take this member (its mqtt.client_id) out of its shared group without losing its
+    /// share: unsubscribe, deliver what the broker still holds for it, remove its session.
+    Retire,
     /// Validate the configuration and print it with secrets masked.
     CheckConfig,
     /// Log in to the broker and to Twinzo with the configuration; one line per step.
@@ -84,7 +87,11 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<ExitCode> = match cli.command {
-        Command::Run => {
+        Command::Run | Command::Retire => {
+            let mode = match cli.command {
+                Command::Retire => app::Mode::Retire,
+                _ => app::Mode::Run,
+            };
             let config = match config() {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -93,7 +100,9 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
                 tokio::spawn(on_signal(shutdown.clone()));
-                app::run(config, shutdown).await.map(|()| ExitCode::SUCCESS)
+                app::run(config, shutdown, mode)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
             })
         }
         Command::CheckConfig => match config() {

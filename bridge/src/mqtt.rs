@@ -18,7 +18,15 @@
 //! every member every message (Mosquitto raises that copy to the shared subscription's QoS,
 //! so it cannot be told apart), so in that mode there is no `#` watch: each member's topic
 //! explorer shows the share it received.
+//!
+//! Leaving a group (`twinzo-bridge retire`, [`Retire`]): a member's durable session stays in
+//! the group while the member is away, and Mosquitto goes on queueing its share there. To
+//! scale in without loss, the member is started once more in retire mode: it unsubscribes,
+//! takes in what the broker still holds for its session until nothing has arrived for
+//! [`Retire::QUIET`], and says so; the app then delivers its outbox and [`forget_session`]
+//! removes the session from the broker.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -183,6 +191,20 @@ pub fn subscriptions(cfg: &MqttConfig, forward_filters: &[String]) -> Vec<(Strin
     subs
 }
 
+/// Retire mode: unsubscribe instead of subscribing, then say when the session is empty.
+pub struct Retire {
+    /// Cancelled once the broker confirmed the unsubscription and nothing has arrived for
+    /// [`Retire::QUIET`] while the ingest had room.
+    pub drained: CancellationToken,
+}
+
+impl Retire {
+    /// How long the session must stay silent after the unsubscription to count as empty.
+    /// Mosquitto sends what it queued for a session right after the connection, as fast as
+    /// our acknowledgements allow.
+    pub const QUIET: Duration = Duration::from_secs(3);
+}
+
 /// Polls the connection until `stop` fires, feeding QoS 1 publishes to `ingest`.
 pub struct Poller {
     pub client: AsyncClient,
@@ -193,6 +215,7 @@ pub struct Poller {
     pub client_id: String,
     pub state: Arc<State>,
     pub backoff: Backoff,
+    pub retire: Option<Retire>,
 }
 
 impl Poller {
@@ -206,7 +229,15 @@ impl Poller {
     ) {
         let mut delays = self.backoff.delays();
         let mut ingest = Some(ingest);
+        // Retire mode: whether the broker confirmed the unsubscription, and since when the
+        // session has been silent.
+        let mut left = false;
+        let mut quiet_from = tokio::time::Instant::now();
         loop {
+            let retiring = self
+                .retire
+                .as_ref()
+                .is_some_and(|r| left && !r.drained.is_cancelled());
             let event = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -214,6 +245,17 @@ impl Poller {
                 // what it read meanwhile, and the next poll goes on from it.
                 Some(pkids) = acks.recv() => {
                     self.write_acks(pkids, &mut acks).await;
+                    continue;
+                }
+                () = tokio::time::sleep_until(quiet_from + Retire::QUIET), if retiring => {
+                    // A full outbox holds acknowledgements, and with them the broker's
+                    // deliveries: that silence is not an empty session.
+                    if self.state.backpressure.load(Ordering::Relaxed) {
+                        quiet_from = tokio::time::Instant::now();
+                    } else if let Some(r) = &self.retire {
+                        tracing::info!("session empty; nothing more is queued for this member");
+                        r.drained.cancel();
+                    }
                     continue;
                 }
                 event = self.eventloop.poll() => event,
@@ -228,7 +270,9 @@ impl Poller {
                         .client
                         .try_publish(status, QoS::AtLeastOnce, true, "online");
                     let restore = !ack.session_present;
-                    if restore {
+                    if self.retire.is_some() {
+                        self.leave();
+                    } else if restore {
                         if let Err(e) = self.client.try_subscribe_many(
                             self.subscriptions
                                 .iter()
@@ -260,7 +304,18 @@ impl Poller {
                     }
                     self.state.set_broker(|b| b.subscribed = true);
                 }
+                Ok(Event::Incoming(Packet::UnsubAck(_))) if self.retire.is_some() => {
+                    if !left {
+                        tracing::info!(
+                            "left the shared group; taking in what the broker still holds"
+                        );
+                    }
+                    left = true;
+                    quiet_from = tokio::time::Instant::now();
+                    self.state.set_broker(|b| b.subscribed = true);
+                }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    quiet_from = tokio::time::Instant::now();
                     self.state
                         .observe_topic(&publish.topic, &publish.payload, now_ms());
                     let forwarded = self
@@ -305,6 +360,16 @@ impl Poller {
             self.write_acks(pkids, &mut acks).await;
         }
         self.disconnect().await;
+    }
+
+    /// Retire mode: asks the broker to drop every subscription of the session (after a
+    /// reconnection too, in case the first request was lost with the connection).
+    fn leave(&self) {
+        for (filter, _) in &self.subscriptions {
+            if let Err(e) = self.client.try_unsubscribe(filter.clone()) {
+                tracing::warn!(error = %e, "unsubscribe request not queued");
+            }
+        }
     }
 
     /// Writes acknowledgements, with any others already queued, and flushes once: one
@@ -357,6 +422,30 @@ impl Poller {
         });
         tracing::info!("broker disconnected");
     }
+}
+
+/// Removes this client id's session from the broker: connects with a clean session, which
+/// discards the old one with anything left in it, and disconnects. Used after a retire run
+/// has taken in and delivered everything the session held.
+pub async fn forget_session(cfg: &MqttConfig) -> Result<(), String> {
+    let mut options = options(cfg, &cfg.client_id)?;
+    options.set_clean_session(true).set_manual_acks(false);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    let session = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client.try_disconnect();
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(error_chain(&e)),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), session)
+        .await
+        .map_err(|_| "no answer from the broker within 10 s".to_string())?
 }
 
 #[cfg(test)]

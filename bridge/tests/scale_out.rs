@@ -1,7 +1,8 @@
 //! Scale-out: three bridge processes share one stream through an MQTT shared subscription
 //! (`$share/bridges/...`), each with its own outbox. Every message must reach the stand-in
 //! once in total while all run, and none may be lost when one member is killed mid-stream
-//! and started again later.
+//! and started again later. A member that leaves for good hands its share over with
+//! `twinzo-bridge retire`.
 
 mod support;
 
@@ -13,19 +14,35 @@ use support::stack::{self, eventually, BridgeProcess};
 use support::Broker;
 use tokio_util::sync::CancellationToken;
 
-fn member(
+/// The settings of group member `name`, at home in `dir/name`.
+fn member_env(
     broker: &Broker,
     stub: std::net::SocketAddr,
     dir: &std::path::Path,
     name: &str,
-) -> BridgeProcess {
+) -> Vec<(String, String)> {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).unwrap();
     let mut env = stack::bridge_env(broker, stub, &home);
     env.retain(|(k, _)| k != "BRIDGE_MQTT__CLIENT_ID");
     env.push(("BRIDGE_MQTT__CLIENT_ID".into(), name.into()));
     env.push(("BRIDGE_MQTT__SHARED_GROUP".into(), "bridges".into()));
-    BridgeProcess::start(env, &home)
+    env
+}
+
+fn member(
+    broker: &Broker,
+    stub: std::net::SocketAddr,
+    dir: &std::path::Path,
+    name: &str,
+) -> BridgeProcess {
+    BridgeProcess::start(member_env(broker, stub, dir, name), &dir.join(name))
+}
+
+async fn delivered(member: &BridgeProcess) -> u64 {
+    let url = format!("http://{}/api/status", member.http.expect("listening"));
+    let status: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    status["counters"]["delivered"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,14 +84,17 @@ async fn three_bridges_split_one_stream_and_survive_a_member_crash() {
         (15_000, 15_000),
         "each message accepted once in total"
     );
-    let per_member: Vec<u64> = members
-        .iter()
-        .map(|m| {
-            let log = std::fs::read_to_string(&m.log).unwrap_or_default();
-            u64::from(log.contains("subscribed"))
-        })
-        .collect();
-    assert_eq!(per_member, [1, 1, 1], "every member subscribed");
+    // The broker split the stream: every member delivered part of it, and together all.
+    let mut per_member = Vec::new();
+    for m in &members {
+        per_member.push(delivered(m).await);
+    }
+    eprintln!("scale-out: phase 1 delivered per member {per_member:?}");
+    assert!(
+        per_member.iter().all(|&d| d > 0),
+        "every member took a share: {per_member:?}"
+    );
+    assert_eq!(per_member.iter().sum::<u64>(), 15_000, "{per_member:?}");
 
     // Phase 2: 15,000 more; bridge-b is killed a third of the way and restarted near the end.
     let acked = Arc::new(AtomicUsize::new(0));
@@ -114,5 +134,76 @@ async fn three_bridges_split_one_stream_and_survive_a_member_crash() {
         "scale-out: 30000 published over 3 members, distinct accepted {}, duplicates {} (all from the crash phase)",
         stack::distinct(&stub.accepted()).len(),
         stats.duplicates
+    );
+}
+
+/// Publishes `messages` as the robot publisher and waits for the broker's acknowledgements.
+async fn publish(broker: &Broker, id: &str, messages: &[(String, Vec<u8>)]) {
+    stack::publish_stream(
+        broker.ws_url(),
+        broker.ws_port,
+        broker.publisher.clone(),
+        id.into(),
+        messages.to_vec(),
+        3_000,
+        Arc::new(AtomicUsize::new(0)),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_member_hands_over_its_share_and_leaves_the_group() {
+    let broker = Broker::start();
+    let stop = CancellationToken::new();
+    let stub = stack::start_stub(&stop).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(&broker, stub.addr, dir.path(), "bridge-a");
+    let mut b = member(&broker, stub.addr, dir.path(), "bridge-b");
+    for m in [&a, &b] {
+        stack::wait_subscribed_http(m.http.expect("listening"), None).await;
+    }
+    let all = stack::fleet_stream(9_000, 30);
+    let accepted = || stack::distinct(&stub.accepted()).len();
+
+    // bridge-b goes away: Mosquitto keeps queueing its share in its durable session.
+    b.kill();
+    publish(&broker, "pub-retire-1", &all[..6_000]).await;
+    eventually(Duration::from_secs(60), "bridge-a's share", || {
+        accepted() as u64 >= 2_000
+    })
+    .await;
+    let before_a = delivered(&a).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = 6_000 - accepted();
+    eprintln!("scale-out retire: 6000 published with bridge-b away, {held} held in its session");
+    assert!(
+        held > 1_000,
+        "the absent member's share waits in its session: {held}"
+    );
+    assert_eq!(
+        delivered(&a).await,
+        before_a,
+        "the share is not handed to bridge-a"
+    );
+
+    // Retiring bridge-b (same client id, its own outbox) delivers what its session held.
+    let env = member_env(&broker, stub.addr, dir.path(), "bridge-b");
+    let log = dir.path().join("bridge-b").join("retire.log");
+    let (status, log) = stack::retire(&env, &log, Duration::from_secs(120));
+    assert!(status.success(), "retire failed: {status}\n{log}");
+    assert!(log.contains("session removed"), "{log}");
+    assert_eq!(accepted(), 6_000, "nothing lost");
+
+    // The group is bridge-a alone now: it gets every new message, none is queued for b.
+    let before_a = delivered(&a).await;
+    publish(&broker, "pub-retire-2", &all[6_000..]).await;
+    eventually(Duration::from_secs(60), "9000 distinct locations", || {
+        accepted() >= 9_000
+    })
+    .await;
+    assert_eq!(delivered(&a).await - before_a, 3_000);
+    eprintln!(
+        "scale-out retire: held {held} handed over by retire, then 3000 all to bridge-a, 9000 distinct accepted, duplicates {}",
+        stub.stats().duplicates
     );
 }

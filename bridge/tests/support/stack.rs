@@ -281,10 +281,39 @@ impl Drop for BridgeProcess {
     }
 }
 
+/// Runs `twinzo-bridge retire` with these settings until it exits (at most `limit`);
+/// returns its status and its log.
+pub fn retire(
+    env: &[(String, String)],
+    log: &Path,
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    let mut child = spawn_command("retire", env, log);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!(
+                "retire still running after {limit:?}:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(log).unwrap_or_default())
+}
+
 fn spawn(env: &[(String, String)], log: &Path) -> Child {
+    spawn_command("run", env, log)
+}
+
+fn spawn_command(command: &str, env: &[(String, String)], log: &Path) -> Child {
     let file = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_twinzo-bridge"))
-        .arg("run")
+        .arg(command)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().cloned())
