@@ -15,6 +15,7 @@
 //! keeps the session and the outbox for another try).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,10 +104,7 @@ pub async fn start_in(
     tracing::info!(url = %mqtt::BrokerUrl::parse(&config.mqtt.url).map(|u| u.full).unwrap_or_default(), client_id = %config.mqtt.client_id, "connecting to broker");
     let (tx, rx) = mpsc::channel(1024);
     let poller_stop = CancellationToken::new();
-    let retire = (mode == Mode::Retire).then(|| mqtt::Retire {
-        drained: CancellationToken::new(),
-    });
-    let drained = retire.as_ref().map(|r| r.drained.clone());
+    let retire = (mode == Mode::Retire).then(|| Arc::new(mqtt::Retire::default()));
     let poller = Poller {
         client: client.clone(),
         eventloop,
@@ -115,7 +113,7 @@ pub async fn start_in(
         client_id: config.mqtt.client_id.clone(),
         state: state.clone(),
         backoff: Backoff::RECONNECT,
-        retire,
+        retire: retire.clone(),
     };
     let (acks_tx, acks_rx) = mpsc::unbounded_channel();
     let poller_task = tokio::spawn(poller.run(tx, acks_rx, poller_stop.clone()));
@@ -149,8 +147,15 @@ pub async fn start_in(
         state.clone(),
         shutdown.clone(),
     ));
-    let retired = drained
-        .map(|drained| tokio::spawn(finish_retiring(drained, outbox.clone(), shutdown.clone())));
+    let retired = retire.map(|retire| {
+        let decided = tokio::spawn(finish_retiring(
+            retire.clone(),
+            outbox.clone(),
+            state.clone(),
+            shutdown.clone(),
+        ));
+        (retire, decided)
+    });
     let grace = Duration::from_secs(config.shutdown.grace_secs);
     let state_for_close = state.clone();
     let mqtt_config = config.mqtt.clone();
@@ -187,10 +192,13 @@ pub async fn start_in(
         if fatal {
             anyhow::bail!("the outbox could not be written; see the log above");
         }
-        if let Some(retired) = retired {
-            let done = retired.await.unwrap_or(false);
+        if let Some((retire, decided)) = retired {
+            let decided = decided.await.ok().flatten();
+            // Anything that came after the decision was not delivered (or not even stored):
+            // the session must stay for another run.
+            let late = decided.map(|n| retire.forwarded() - n);
             anyhow::ensure!(
-                done && left == 0,
+                late == Some(0) && left == 0,
                 "not retired: stopped before the session was empty and the outbox delivered \
                  ({left} records kept); run retire again"
             );
@@ -216,26 +224,31 @@ pub async fn run(config: Config, shutdown: CancellationToken, mode: Mode) -> any
     running.done.await?
 }
 
-/// Retire mode: once the session is empty, waits for the outbox to be delivered, then starts
-/// the shutdown. True when it got that far (false: stopped first).
+/// Retire mode: waits until the session is empty (see [`mqtt::Retire::quiet`]), everything
+/// it handed over is stored, and the outbox is delivered; then starts the shutdown. Returns
+/// how many publishes had been handed over at that moment (none: stopped first).
 async fn finish_retiring(
-    drained: CancellationToken,
+    retire: Arc<mqtt::Retire>,
     outbox: Arc<Outbox>,
+    state: Arc<State>,
     shutdown: CancellationToken,
-) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => return false,
-        () = drained.cancelled() => {}
-    }
-    while outbox.stats().records > 0 {
+) -> Option<u64> {
+    loop {
+        let forwarded = retire.forwarded();
+        let stored = state.counters.received.load(Ordering::SeqCst) == forwarded;
+        if retire.quiet(now_ms()) && stored && outbox.stats().records == 0 {
+            tracing::info!(
+                messages = forwarded,
+                "session empty and outbox delivered; retiring"
+            );
+            shutdown.cancel();
+            return Some(forwarded);
+        }
         tokio::select! {
-            () = shutdown.cancelled() => return false,
+            () = shutdown.cancelled() => return None,
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    tracing::info!("outbox delivered; retiring");
-    shutdown.cancel();
-    true
 }
 
 /// Checks Twinzo credentials at start and every 30 s while they have not worked, so `/ready`

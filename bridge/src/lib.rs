@@ -4,8 +4,10 @@
 //! - [`mqtt`]: broker URLs, client options and the loop that polls the connection;
 //! - [`pipeline`]: routes, normalizes ([`normalize`]), resolves devices ([`devices`]),
 //!   transforms ([`transform`]) and commits each message to the [`outbox`] before acking it;
-//! - [`sender`]: drains the outbox to Twinzo ([`twinzo`]) in batches per login, with retry;
-//! - [`app`]: wires them together with the HTTP server ([`http`]) and shutdown.
+//! - [`sender`]: drains the outbox to Twinzo ([`twinzo`]) in batches per login, with retry,
+//!   and one probe at a time while Twinzo as a whole fails;
+//! - [`app`]: wires them together with the HTTP server ([`http`]) and shutdown, for `run` and
+//!   for `retire` (a member leaving its shared group).
 //!
 //! Around it: [`config`] (TOML plus `BRIDGE_` variables), [`state`] (what the dashboard
 //! shows), [`stub`] (a strict Twinzo stand-in), [`simulate`] (an ATI fleet simulator),

@@ -23,10 +23,10 @@
 //! the group while the member is away, and Mosquitto goes on queueing its share there. To
 //! scale in without loss, the member is started once more in retire mode: it unsubscribes,
 //! takes in what the broker still holds for its session until nothing has arrived for
-//! [`Retire::QUIET`], and says so; the app then delivers its outbox and [`forget_session`]
-//! removes the session from the broker.
+//! [`Retire::QUIET_MS`] on one connection; the app then delivers its outbox, stops, checks that
+//! nothing came meanwhile, and [`forget_session`] removes the session from the broker.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,18 +191,39 @@ pub fn subscriptions(cfg: &MqttConfig, forward_filters: &[String]) -> Vec<(Strin
     subs
 }
 
-/// Retire mode: unsubscribe instead of subscribing, then say when the session is empty.
+/// Retire mode: the MQTT loop unsubscribes instead of subscribing and notes here what it
+/// sees; the app reads it to decide when the session is empty.
+#[derive(Debug, Default)]
 pub struct Retire {
-    /// Cancelled once the broker confirmed the unsubscription and nothing has arrived for
-    /// [`Retire::QUIET`] while the ingest had room.
-    pub drained: CancellationToken,
+    /// The broker confirmed the unsubscription on the current connection.
+    left: AtomicBool,
+    /// Publishes handed to the ingest.
+    forwarded: AtomicU64,
+    /// When the last publish (or the confirmation) came, ms since the epoch.
+    last_ms: AtomicI64,
 }
 
 impl Retire {
     /// How long the session must stay silent after the unsubscription to count as empty.
     /// Mosquitto sends what it queued for a session right after the connection, as fast as
     /// our acknowledgements allow.
-    pub const QUIET: Duration = Duration::from_secs(3);
+    pub const QUIET_MS: i64 = 3_000;
+
+    /// Publishes handed to the ingest so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::SeqCst)
+    }
+
+    /// True when the unsubscription is confirmed on the current connection and nothing has
+    /// come since for [`Retire::QUIET_MS`].
+    pub fn quiet(&self, now_ms: i64) -> bool {
+        self.left.load(Ordering::SeqCst)
+            && now_ms - self.last_ms.load(Ordering::SeqCst) >= Self::QUIET_MS
+    }
+
+    fn heard(&self) {
+        self.last_ms.store(now_ms(), Ordering::SeqCst);
+    }
 }
 
 /// Polls the connection until `stop` fires, feeding QoS 1 publishes to `ingest`.
@@ -215,7 +236,7 @@ pub struct Poller {
     pub client_id: String,
     pub state: Arc<State>,
     pub backoff: Backoff,
-    pub retire: Option<Retire>,
+    pub retire: Option<Arc<Retire>>,
 }
 
 impl Poller {
@@ -229,15 +250,7 @@ impl Poller {
     ) {
         let mut delays = self.backoff.delays();
         let mut ingest = Some(ingest);
-        // Retire mode: whether the broker confirmed the unsubscription, and since when the
-        // session has been silent.
-        let mut left = false;
-        let mut quiet_from = tokio::time::Instant::now();
         loop {
-            let retiring = self
-                .retire
-                .as_ref()
-                .is_some_and(|r| left && !r.drained.is_cancelled());
             let event = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
@@ -245,17 +258,6 @@ impl Poller {
                 // what it read meanwhile, and the next poll goes on from it.
                 Some(pkids) = acks.recv() => {
                     self.write_acks(pkids, &mut acks).await;
-                    continue;
-                }
-                () = tokio::time::sleep_until(quiet_from + Retire::QUIET), if retiring => {
-                    // A full outbox holds acknowledgements, and with them the broker's
-                    // deliveries: that silence is not an empty session.
-                    if self.state.backpressure.load(Ordering::Relaxed) {
-                        quiet_from = tokio::time::Instant::now();
-                    } else if let Some(r) = &self.retire {
-                        tracing::info!("session empty; nothing more is queued for this member");
-                        r.drained.cancel();
-                    }
                     continue;
                 }
                 event = self.eventloop.poll() => event,
@@ -270,7 +272,11 @@ impl Poller {
                         .client
                         .try_publish(status, QoS::AtLeastOnce, true, "online");
                     let restore = !ack.session_present;
-                    if self.retire.is_some() {
+                    if let Some(retire) = &self.retire {
+                        if restore {
+                            tracing::warn!("the broker had no session for this client id; nothing to take over");
+                        }
+                        retire.left.store(false, Ordering::SeqCst);
                         self.leave();
                     } else if restore {
                         if let Err(e) = self.client.try_subscribe_many(
@@ -304,18 +310,20 @@ impl Poller {
                     }
                     self.state.set_broker(|b| b.subscribed = true);
                 }
-                Ok(Event::Incoming(Packet::UnsubAck(_))) if self.retire.is_some() => {
-                    if !left {
-                        tracing::info!(
-                            "left the shared group; taking in what the broker still holds"
-                        );
+                Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                    if let Some(retire) = &self.retire {
+                        if !retire.left.swap(true, Ordering::SeqCst) {
+                            tracing::info!(
+                                "left the shared group; taking in what the broker still holds"
+                            );
+                        }
+                        retire.heard();
                     }
-                    left = true;
-                    quiet_from = tokio::time::Instant::now();
-                    self.state.set_broker(|b| b.subscribed = true);
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    quiet_from = tokio::time::Instant::now();
+                    if let Some(retire) = &self.retire {
+                        retire.heard();
+                    }
                     self.state
                         .observe_topic(&publish.topic, &publish.payload, now_ms());
                     let forwarded = self
@@ -333,10 +341,17 @@ impl Poller {
                     // Waiting here is waiting on our own ingest, never on the client.
                     if tx.send(publish).await.is_err() {
                         ingest = None;
+                    } else if let Some(retire) = &self.retire {
+                        retire.forwarded.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    if let Some(retire) = &self.retire {
+                        // The broker resends what was in flight: not empty until it confirms
+                        // the unsubscription again on the next connection.
+                        retire.left.store(false, Ordering::SeqCst);
+                    }
                     let chain = error_chain(&e);
                     let delay = delays.next().unwrap_or(Duration::from_secs(30));
                     metrics::counter!("bridge_mqtt_reconnects_total").increment(1);

@@ -10,7 +10,8 @@
 //! call. A failed batch stays in the outbox and its login waits out a backoff: exponential
 //! from `retry.min_delay_ms` to `retry.max_delay_ms`, with full jitter (a uniform draw between
 //! the minimum and the current step), or the server's `Retry-After` when longer. When Twinzo
-//! as a whole fails (no answer, 5xx, 429), the [`outage`] gate holds every login and probes
+//! as a whole fails (any retry of the table in [`crate::twinzo::classify`]: no answer, 5xx,
+//! 429, a wrong URL or key), the [`outage`] gate holds every login and probes
 //! with one request per step of the same backoff; the first answer after a failed probe
 //! releases every login at once. Retries never end by count: records leave only when
 //! accepted, rejected into dead letters, or expired.
@@ -19,10 +20,12 @@
 //! fires; unsent records stay in the outbox for the next start.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,13 +50,39 @@ type Batch = (String, Vec<(u64, Location)>);
 /// What one request did, and how long it took.
 struct Done {
     took: Duration,
-    /// The request was the outage gate's probe.
-    probe: bool,
+    /// The outage gate's opening, when the request was its probe.
+    probe: Option<u64>,
     results: Vec<(Batch, Delivery)>,
 }
 
 /// The weight of the newest accepted request in the latency estimate.
 const LATENCY_WEIGHT: f64 = 0.2;
+
+/// Sends one request for `chunk`: one login in device mode, up to [`LOGINS_PER_BATCH`] in
+/// API-key mode; one delivery per login, in order.
+async fn deliver(twinzo: &Twinzo, directory: &Directory, chunk: &[Batch]) -> Vec<Delivery> {
+    let locations = |records: &[(u64, Location)]| -> Vec<Location> {
+        records.iter().map(|(_, l)| l.clone()).collect()
+    };
+    match twinzo.mode() {
+        AuthMode::Device => {
+            let (login, records) = &chunk[0];
+            let password = directory.password(login);
+            vec![
+                twinzo
+                    .send_device(login, password, &locations(records))
+                    .await,
+            ]
+        }
+        AuthMode::ApiKey => {
+            let groups: Vec<(String, Vec<Location>)> = chunk
+                .iter()
+                .map(|(login, records)| (login.clone(), locations(records)))
+                .collect();
+            twinzo.send_batch(&groups).await
+        }
+    }
+}
 
 struct Waiting {
     until: Instant,
@@ -138,7 +167,7 @@ impl Sender {
                         .outbox
                         .ready(self.batch_size, cutoff_ms, draining, skip);
                     let slots = self.max_concurrent - requests.len();
-                    self.launch(ready, slots, false, &mut busy, &mut requests);
+                    self.launch(ready, slots, None, &mut busy, &mut requests);
                 }
                 Admit::Probe if requests.len() < self.max_concurrent => {
                     // Any login may probe, whatever its own backoff: the gate paces them.
@@ -146,8 +175,9 @@ impl Sender {
                         .outbox
                         .ready(self.batch_size, cutoff_ms, draining, |l| busy.contains(l));
                     let ready = gate.probe_order(ready);
-                    let sent = self.launch(ready, 1, true, &mut busy, &mut requests);
-                    gate.probe_started(sent.iter().map(String::as_str));
+                    let epoch = gate.epoch();
+                    let sent = self.launch(ready, 1, epoch, &mut busy, &mut requests);
+                    gate.probe_started(&sent, now);
                 }
                 _ => {}
             }
@@ -211,37 +241,40 @@ impl Sender {
     /// the probe, steps its backoff; any answer closes it, and when the outage was confirmed
     /// by a failed probe, every login held for it is released.
     fn pace(gate: &mut Outage, done: &Done, waiting: &mut HashMap<String, Waiting>) {
-        let outage_afters: Option<Vec<Option<Duration>>> = done
+        let outages: Option<Vec<(Option<Duration>, &str)>> = done
             .results
             .iter()
             .map(|(_, d)| match d {
                 Delivery::Retry {
                     outage: true,
                     after,
-                    ..
-                } => Some(*after),
+                    reason,
+                } => Some((*after, reason.as_str())),
                 _ => None,
             })
             .collect();
-        match outage_afters {
-            Some(afters) if !afters.is_empty() => {
+        match outages {
+            Some(outages) if !outages.is_empty() => {
                 let logins: Vec<&str> = done.results.iter().map(|((l, _), _)| l.as_str()).collect();
-                let after = afters.into_iter().flatten().max();
+                let after = outages.iter().filter_map(|(a, _)| *a).max();
+                let reason = outages[0].1;
                 let opening = !gate.is_open();
                 if let Some(wait) = gate.failed(&logins, done.probe, after, Instant::now()) {
                     let retry_in_ms = wait.as_millis() as u64;
                     if opening {
                         tracing::warn!(
+                            reason,
                             retry_in_ms,
-                            "twinzo unavailable; holding all logins, probing with one request"
+                            "twinzo failing; holding all logins, probing with one request"
                         );
                     } else {
-                        tracing::debug!(retry_in_ms, "twinzo probe failed");
+                        tracing::debug!(reason, retry_in_ms, "twinzo probe failed");
                     }
                 }
                 metrics::gauge!("bridge_twinzo_outage").set(1.0);
             }
             _ => {
+                let was_open = gate.is_open();
                 if gate.answered() {
                     let held = waiting.values().filter(|w| w.outage).count();
                     waiting.retain(|_, w| !w.outage);
@@ -249,6 +282,8 @@ impl Sender {
                         logins = held,
                         "twinzo answers again; sending every held login"
                     );
+                } else if was_open {
+                    tracing::info!("twinzo answers; only the failed request's logins back off");
                 }
                 metrics::gauge!("bridge_twinzo_outage").set(0.0);
             }
@@ -261,7 +296,7 @@ impl Sender {
         &self,
         ready: Vec<String>,
         max_requests: usize,
-        probe: bool,
+        probe: Option<u64>,
         busy: &mut HashSet<String>,
         requests: &mut JoinSet<Done>,
     ) -> Vec<String> {
@@ -291,30 +326,20 @@ impl Sender {
             let directory = self.directory.clone();
             requests.spawn(async move {
                 let started = Instant::now();
-                let deliveries = match twinzo.mode() {
-                    AuthMode::Device => {
-                        let (login, records) = &chunk[0];
-                        let locations: Vec<Location> =
-                            records.iter().map(|(_, l)| l.clone()).collect();
-                        vec![
-                            twinzo
-                                .send_device(login, directory.password(login), &locations)
-                                .await,
-                        ]
-                    }
-                    AuthMode::ApiKey => {
-                        let groups: Vec<(String, Vec<Location>)> = chunk
-                            .iter()
-                            .map(|(login, records)| {
-                                (
-                                    login.clone(),
-                                    records.iter().map(|(_, l)| l.clone()).collect(),
-                                )
-                            })
-                            .collect();
-                        twinzo.send_batch(&groups).await
-                    }
-                };
+                // A panic must not leave the logins busy (or the gate probing) for good:
+                // it counts as a failed request, and the records stay in the outbox.
+                let deliveries = AssertUnwindSafe(deliver(&twinzo, &directory, &chunk))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!("twinzo request task panicked; records are kept");
+                        let failed = Delivery::Retry {
+                            after: None,
+                            reason: "request task panicked".into(),
+                            outage: true,
+                        };
+                        vec![failed; chunk.len()]
+                    });
                 Done {
                     took: started.elapsed(),
                     probe,

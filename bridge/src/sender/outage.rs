@@ -36,9 +36,12 @@ pub enum Admit {
 pub struct Outage {
     backoff: Backoff,
     open: Option<Open>,
+    /// Numbers the openings, so a probe's answer counts only for the opening that sent it.
+    openings: u64,
 }
 
 struct Open {
+    epoch: u64,
     until: Instant,
     delays: Box<dyn Iterator<Item = Duration> + Send>,
     probing: bool,
@@ -52,11 +55,17 @@ impl Outage {
         Outage {
             backoff,
             open: None,
+            openings: 0,
         }
     }
 
     pub fn is_open(&self) -> bool {
         self.open.is_some()
+    }
+
+    /// The current opening, to be carried by its probe.
+    pub fn epoch(&self) -> Option<u64> {
+        self.open.as_ref().map(|o| o.epoch)
     }
 
     pub fn admits(&self, now: Instant) -> Admit {
@@ -85,21 +94,28 @@ impl Outage {
         ready
     }
 
-    /// A probe carrying `logins` was launched.
-    pub fn probe_started<'a>(&mut self, logins: impl IntoIterator<Item = &'a str>) {
+    /// A probe carrying `logins` was launched; with none (nothing was ready to send), the
+    /// gate looks again after the shortest step instead.
+    pub fn probe_started(&mut self, logins: &[String], now: Instant) {
+        let min = self.backoff.min;
         if let Some(open) = self.open.as_mut() {
-            open.probing = true;
-            open.tried.extend(logins.into_iter().map(str::to_string));
+            if logins.is_empty() {
+                open.until = now + min;
+            } else {
+                open.probing = true;
+                open.tried.extend(logins.iter().cloned());
+            }
         }
     }
 
     /// A request for `logins` failed with an outage verdict at `now`. Opens the gate, or, when
-    /// the request was the probe, takes the next step (`after`, Twinzo's `Retry-After`, when
-    /// longer). Returns the wait before the next probe when this changed it.
+    /// the request was this opening's probe (`probe` is its [`Outage::epoch`]), takes the
+    /// next step (`after`, Twinzo's `Retry-After`, when longer). Returns the wait before the
+    /// next probe when this changed it.
     pub fn failed(
         &mut self,
         logins: &[&str],
-        probe: bool,
+        probe: Option<u64>,
         after: Option<Duration>,
         now: Instant,
     ) -> Option<Duration> {
@@ -112,7 +128,9 @@ impl Outage {
         let Some(open) = self.open.as_mut() else {
             let mut delays = Box::new(self.backoff.delays());
             let wait = step(&mut delays);
+            self.openings += 1;
             self.open = Some(Open {
+                epoch: self.openings,
                 until: now + wait,
                 delays,
                 probing: false,
@@ -122,8 +140,8 @@ impl Outage {
             return Some(wait);
         };
         open.tried.extend(tried);
-        if !probe {
-            // A request launched before the gate opened: the gate already waits.
+        if !(open.probing && probe == Some(open.epoch)) {
+            // A request launched before this opening: the gate already waits.
             return None;
         }
         open.probing = false;
@@ -167,7 +185,7 @@ mod tests {
     fn an_outage_admits_one_probe_after_the_step() {
         let mut g = gate();
         let t = Instant::now();
-        let wait = g.failed(&["a"], false, None, t).expect("the gate opens");
+        let wait = g.failed(&["a"], None, None, t).expect("the gate opens");
         assert_eq!(
             wait,
             Duration::from_millis(100),
@@ -177,7 +195,7 @@ mod tests {
         assert_eq!(g.wake_at(), Some(t + wait));
         assert_eq!(g.admits(t + wait), Admit::Probe);
 
-        g.probe_started(["b"]);
+        g.probe_started(&logins(&["b"]), t + wait);
         assert_eq!(g.admits(t + wait), Admit::Nothing, "one probe at a time");
         assert_eq!(g.wake_at(), None, "the probe's answer wakes the sender");
     }
@@ -186,9 +204,9 @@ mod tests {
     fn requests_already_out_do_not_step_the_backoff() {
         let mut g = gate();
         let t = Instant::now();
-        g.failed(&["a"], false, None, t).unwrap();
+        g.failed(&["a"], None, None, t).unwrap();
         for login in ["b", "c", "d"] {
-            assert_eq!(g.failed(&[login], false, None, t), None);
+            assert_eq!(g.failed(&[login], None, None, t), None);
         }
         assert_eq!(g.wake_at(), Some(t + Duration::from_millis(100)));
     }
@@ -197,11 +215,11 @@ mod tests {
     fn a_failed_probe_steps_and_honours_retry_after() {
         let mut g = gate();
         let t = Instant::now();
-        g.failed(&["a"], false, None, t).unwrap();
-        g.probe_started(["b"]);
+        g.failed(&["a"], None, None, t).unwrap();
+        g.probe_started(&logins(&["b"]), t);
         let later = t + Duration::from_secs(1);
         let wait = g
-            .failed(&["b"], true, Some(Duration::from_secs(7)), later)
+            .failed(&["b"], g.epoch(), Some(Duration::from_secs(7)), later)
             .unwrap();
         assert_eq!(wait, Duration::from_secs(7));
         assert_eq!(g.admits(later + Duration::from_secs(6)), Admit::Nothing);
@@ -212,10 +230,10 @@ mod tests {
     fn steps_never_pass_the_maximum() {
         let mut g = gate();
         let mut t = Instant::now();
-        g.failed(&["a"], false, None, t).unwrap();
+        g.failed(&["a"], None, None, t).unwrap();
         for _ in 0..40 {
-            g.probe_started(["a"]);
-            let wait = g.failed(&["a"], true, None, t).unwrap();
+            g.probe_started(&logins(&["a"]), t);
+            let wait = g.failed(&["a"], g.epoch(), None, t).unwrap();
             assert!(wait <= Duration::from_secs(5), "{wait:?}");
             t += wait;
         }
@@ -225,10 +243,10 @@ mod tests {
     fn an_answer_after_a_failed_probe_releases_the_held_logins() {
         let mut g = gate();
         let t = Instant::now();
-        g.failed(&["a"], false, None, t).unwrap();
-        g.probe_started(["b"]);
-        g.failed(&["b"], true, None, t).unwrap();
-        g.probe_started(["c"]);
+        g.failed(&["a"], None, None, t).unwrap();
+        g.probe_started(&logins(&["b"]), t);
+        g.failed(&["b"], g.epoch(), None, t).unwrap();
+        g.probe_started(&logins(&["c"]), t);
         assert!(g.answered(), "the outage was confirmed: release");
         assert_eq!(g.admits(t), Admit::All);
     }
@@ -237,8 +255,8 @@ mod tests {
     fn a_first_probe_that_succeeds_keeps_the_failed_logins_waiting() {
         let mut g = gate();
         let t = Instant::now();
-        g.failed(&["poison"], false, None, t).unwrap();
-        g.probe_started(["b"]);
+        g.failed(&["poison"], None, None, t).unwrap();
+        g.probe_started(&logins(&["b"]), t);
         assert!(!g.answered(), "one request failed, not Twinzo");
         assert_eq!(g.admits(t), Admit::All);
         assert!(!g.answered(), "a closed gate has nothing to release");
@@ -248,13 +266,13 @@ mod tests {
     fn probes_go_to_logins_that_have_not_tried_then_start_over() {
         let mut g = gate();
         let t = Instant::now();
-        g.failed(&["a"], false, None, t).unwrap();
+        g.failed(&["a"], None, None, t).unwrap();
         assert_eq!(g.probe_order(logins(&["a", "b", "c"]))[0], "b");
-        g.probe_started(["b"]);
-        g.failed(&["b"], true, None, t).unwrap();
+        g.probe_started(&logins(&["b"]), t);
+        g.failed(&["b"], g.epoch(), None, t).unwrap();
         assert_eq!(g.probe_order(logins(&["a", "b", "c"]))[0], "c");
-        g.probe_started(["c"]);
-        g.failed(&["c"], true, None, t).unwrap();
+        g.probe_started(&logins(&["c"]), t);
+        g.failed(&["c"], g.epoch(), None, t).unwrap();
         let order = g.probe_order(logins(&["a", "b", "c"]));
         assert_eq!(order, logins(&["a", "b", "c"]), "all tried: a new round");
         assert_eq!(
@@ -262,5 +280,32 @@ mod tests {
             logins(&["a"]),
             "a lone login"
         );
+    }
+
+    #[test]
+    fn a_step_with_nothing_to_send_waits_the_shortest_step() {
+        let mut g = gate();
+        let t = Instant::now();
+        let wait = g.failed(&["a"], None, None, t).unwrap();
+        g.probe_started(&[], t + wait);
+        assert_eq!(g.admits(t + wait), Admit::Nothing);
+        assert_eq!(g.wake_at(), Some(t + wait + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_probe_of_an_earlier_opening_does_not_step_the_current_one() {
+        let mut g = gate();
+        let t = Instant::now();
+        g.failed(&["a"], None, None, t).unwrap();
+        let first = g.epoch();
+        g.probe_started(&logins(&["b"]), t);
+        assert!(!g.answered(), "closed by another request's answer");
+        let wait = g.failed(&["c"], None, None, t).expect("a new opening");
+        assert_eq!(
+            g.failed(&["b"], first, None, t),
+            None,
+            "the old probe's failure"
+        );
+        assert_eq!(g.wake_at(), Some(t + wait));
     }
 }
