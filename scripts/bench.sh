@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark: real Mosquitto, the Twinzo stand-in with 50 ms latency, the release bridge
 # with its outbox. Prints a Markdown table (ceiling, sustained rate, latency, RSS, CPU, drain).
-# BENCH_SCALE=0.1 scripts/bench.sh runs a tenth of the sizes for a quick look.
+# BENCH_SCALE=0.1 scripts/bench.sh runs a tenth of the sizes for a quick look; BENCH_LATENCY_MS
+# (50), BENCH_BATCH_MS (1000) and BENCH_MODE (api_key or device) change the set-up.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 for tool in mosquitto mosquitto_passwd; do

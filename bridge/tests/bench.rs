@@ -29,7 +29,13 @@ use support::Broker;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-const LATENCY_MS: u64 = 50;
+/// Twinzo's answer time in the stand-in (ms), `BENCH_LATENCY_MS` or 50.
+fn latency_ms() -> u64 {
+    std::env::var("BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50)
+}
 
 /// Set (to a client id) in the plain subscriber's process; see [`ceiling`].
 const SUBSCRIBER: &str = "BENCH_SUBSCRIBER";
@@ -322,7 +328,7 @@ async fn main() {
     // The benchmark reads no request bodies: the stand-in need not parse each one again to
     // keep it.
     let stub = stack::start_stub_with(&stop, |c| c.max_recorded_requests = 0).await;
-    stub.set_latency(Duration::from_millis(LATENCY_MS));
+    stub.set_latency(Duration::from_millis(latency_ms()));
     let dir = tempfile::tempdir().unwrap();
     let mut env = stack::bridge_env(&broker, stub.addr, dir.path());
     // The product's retry settings, not the tests' short ones: the drain after an outage
@@ -344,7 +350,14 @@ async fn main() {
         publish(&broker, &format!("pub-{rate}"), count, 100, rate).await;
         wait_accepted(&stub, from + count as usize, &bridge.log).await;
         let (p50, p99, max) = latencies(&stub, from);
-        rows.push((format!("Latency at {rate} msg/s, p50 / p99 / max (ms; flush every {} ms, Twinzo {LATENCY_MS} ms)", batch_ms()), format!("{p50} / {p99} / {max}")));
+        rows.push((
+            format!(
+                "Latency at {rate} msg/s, p50 / p99 / max (ms; flush every {} ms, Twinzo {} ms)",
+                batch_ms(),
+                latency_ms()
+            ),
+            format!("{p50} / {p99} / {max}"),
+        ));
     }
     let (rss_kb, _) = usage(pid);
     rows.push((

@@ -130,6 +130,15 @@ impl Config {
                 "must not contain '/', '+' or '#'".into(),
             );
         }
+        // Members with one client id would take the session from each other in turn.
+        if !self.mqtt.shared_group.is_empty()
+            && self.mqtt.client_id == MqttConfig::default().client_id
+        {
+            bad(
+                "mqtt.client_id",
+                "give each member of a shared group its own client id".into(),
+            );
+        }
         if !self.mqtt.default_routes && self.routes.is_empty() {
             bad(
                 "routes",

@@ -128,6 +128,18 @@ fn unknown_route_format_is_refused() {
 }
 
 #[test]
+fn a_shared_group_needs_a_client_id_of_its_own() {
+    let mut pairs = minimal();
+    pairs.push(("BRIDGE_MQTT__SHARED_GROUP", "bridges"));
+    let p = problems(&pairs, None);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "mqtt.client_id");
+    assert!(p[0].message.contains("own client id"), "{p:?}");
+    pairs.push(("BRIDGE_MQTT__CLIENT_ID", "bridge-a"));
+    assert_eq!(problems(&pairs, None), Vec::new());
+}
+
+#[test]
 fn api_key_mode_needs_key_and_guids() {
     let p = problems(
         &[
