@@ -63,6 +63,10 @@ pub async fn start_in(
 ) -> anyhow::Result<Running> {
     http::metrics_handle();
     let state = State::new(now_ms());
+    state.set_broker(|b| {
+        b.client_id = config.mqtt.client_id.clone();
+        b.shared_group = Some(config.mqtt.shared_group.clone()).filter(|g| !g.is_empty());
+    });
 
     let path = config.outbox.path.clone();
     let dedup = Dedup::from(&config.outbox);

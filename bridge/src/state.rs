@@ -70,6 +70,10 @@ pub struct ErrorEvent {
 /// Broker connection as the MQTT loop sees it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BrokerState {
+    /// Our client id (the broker keeps our session under it).
+    pub client_id: String,
+    /// The shared subscription group, when this process is one member of several.
+    pub shared_group: Option<String>,
     pub connected: bool,
     pub subscribed: bool,
     pub since_ms: i64,

@@ -88,6 +88,9 @@ async fn three_bridges_split_one_stream_and_survive_a_member_crash() {
     let mut per_member = Vec::new();
     for m in &members {
         per_member.push(delivered(m).await);
+        let url = format!("http://{}/api/status", m.http.expect("listening"));
+        let status: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        assert_eq!(status["broker"]["shared_group"], "bridges", "{status}");
     }
     eprintln!("scale-out: phase 1 delivered per member {per_member:?}");
     assert!(
