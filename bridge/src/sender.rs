@@ -136,6 +136,7 @@ impl Sender {
         let mut waiting: HashMap<String, Waiting> = HashMap::new();
         let mut requests: JoinSet<Done> = JoinSet::new();
         let mut gate = Outage::new(self.backoff);
+        metrics::gauge!("bridge_twinzo_outage").set(0.0);
         let mut next_expiry = Instant::now();
         // Twinzo's recent answer time (ms), a moving average of accepted requests.
         let mut latency_ms = 0.0;
