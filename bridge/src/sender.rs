@@ -403,7 +403,13 @@ impl Sender {
                 }
                 self.state
                     .record_error("twinzo", format!("{login}: {reason}"), now);
-                tracing::warn!(login, records = n, reason = %reason, retry_in_ms = delay.as_millis() as u64, "twinzo delivery failed; will retry");
+                let retry_in_ms = delay.as_millis() as u64;
+                if outage {
+                    // The outage gate logs the outage once; per login it is detail.
+                    tracing::debug!(login, records = n, reason = %reason, retry_in_ms, "twinzo delivery failed; will retry");
+                } else {
+                    tracing::warn!(login, records = n, reason = %reason, retry_in_ms, "twinzo delivery failed; will retry");
+                }
                 return None;
             }
             Delivery::Reject { code, reason } => {

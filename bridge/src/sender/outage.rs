@@ -6,10 +6,10 @@
 //! With it:
 //!
 //! - An outage failure (no answer, 5xx, 429, a wrong URL or key: every retry of the table in
-//!   [`crate::twinzo::classify`]) opens the gate.
-//!   Nothing is launched until the gate's own backoff step has passed; then one request goes,
-//!   the probe, for logins that have not probed yet in this outage (so one login whose records
-//!   make Twinzo fail cannot hold the others back).
+//!   [`crate::twinzo::classify`]) opens the gate. Nothing is launched until the gate's own
+//!   backoff step has passed; then one request goes, the probe, for logins that have not
+//!   probed yet in this outage (so one login whose records make Twinzo fail cannot hold the
+//!   others back). Requests already out when the gate opened do not step its backoff.
 //! - A probe that fails the same way takes the next step of the gate's backoff.
 //! - Any answer from Twinzo (accepted, rejected, a login's own error) closes the gate. When a
 //!   probe had failed first, the outage was real: the sender then releases every login it had
