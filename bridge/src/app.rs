@@ -15,7 +15,6 @@
 //! keeps the session and the outbox for another try).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,7 +154,6 @@ pub async fn start_in(
         let decided = tokio::spawn(finish_retiring(
             retire.clone(),
             outbox.clone(),
-            state.clone(),
             shutdown.clone(),
         ));
         (retire, decided)
@@ -197,13 +195,18 @@ pub async fn start_in(
             anyhow::bail!("the outbox could not be written; see the log above");
         }
         if let Some((retire, decided)) = retired {
-            let decided = decided.await.ok().flatten();
-            // Anything that came after the decision was not delivered (or not even stored):
-            // the session must stay for another run.
-            let late = decided.map(|n| retire.forwarded() - n);
+            let Some(decided) = decided.await.ok().flatten() else {
+                anyhow::bail!(
+                    "not retired: stopped before the session was empty and the outbox \
+                     delivered ({left} records kept); run retire again"
+                );
+            };
+            // A publish after the decision was not delivered, perhaps not even stored: the
+            // session must stay for another run.
+            let late = retire.arrived() - decided;
             anyhow::ensure!(
-                late == Some(0) && left == 0,
-                "not retired: stopped before the session was empty and the outbox delivered \
+                late == 0 && left == 0,
+                "not retired: {late} messages came after the session looked empty \
                  ({left} records kept); run retire again"
             );
             mqtt::forget_session(&mqtt_config)
@@ -228,25 +231,23 @@ pub async fn run(config: Config, shutdown: CancellationToken, mode: Mode) -> any
     running.done.await?
 }
 
-/// Retire mode: waits until the session is empty (see [`mqtt::Retire::quiet`]), everything
-/// it handed over is stored, and the outbox is delivered; then starts the shutdown. Returns
-/// how many publishes had been handed over at that moment (none: stopped first).
+/// Retire mode: waits until the session is empty (see [`mqtt::Retire::quiet`]) and the
+/// outbox is delivered, then starts the shutdown. Returns how many publishes had come by then
+/// (none: stopped first).
 async fn finish_retiring(
     retire: Arc<mqtt::Retire>,
     outbox: Arc<Outbox>,
-    state: Arc<State>,
     shutdown: CancellationToken,
 ) -> Option<u64> {
     loop {
-        let forwarded = retire.forwarded();
-        let stored = state.counters.received.load(Ordering::SeqCst) == forwarded;
-        if retire.quiet(now_ms()) && stored && outbox.stats().records == 0 {
+        if retire.quiet() && outbox.stats().records == 0 {
+            let arrived = retire.arrived();
             tracing::info!(
-                messages = forwarded,
+                messages = arrived,
                 "session empty and outbox delivered; retiring"
             );
             shutdown.cancel();
-            return Some(forwarded);
+            return Some(arrived);
         }
         tokio::select! {
             () = shutdown.cancelled() => return None,

@@ -87,10 +87,11 @@ fn main() -> ExitCode {
         }
     };
     let result: anyhow::Result<ExitCode> = match cli.command {
-        Command::Run | Command::Retire => {
-            let mode = match cli.command {
-                Command::Retire => app::Mode::Retire,
-                _ => app::Mode::Run,
+        command @ (Command::Run | Command::Retire) => {
+            let mode = if matches!(command, Command::Retire) {
+                app::Mode::Retire
+            } else {
+                app::Mode::Run
             };
             let config = match config() {
                 Ok(c) => c,

@@ -22,11 +22,12 @@
 //! Leaving a group (`twinzo-bridge retire`, [`Retire`]): a member's durable session stays in
 //! the group while the member is away, and Mosquitto goes on queueing its share there. To
 //! scale in without loss, the member is started once more in retire mode: it unsubscribes,
-//! takes in what the broker still holds for its session until nothing has arrived for
-//! [`Retire::QUIET_MS`] on one connection; the app then delivers its outbox, stops, checks that
-//! nothing came meanwhile, and [`forget_session`] removes the session from the broker.
+//! takes in and acknowledges what the broker still holds for its session until, on one
+//! connection, nothing has come or gone for [`Retire::QUIET`]; the app then delivers its
+//! outbox, stops, checks that no publish came after that, and [`forget_session`] removes the
+//! session from the broker.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,36 +194,80 @@ pub fn subscriptions(cfg: &MqttConfig, forward_filters: &[String]) -> Vec<(Strin
 
 /// Retire mode: the MQTT loop unsubscribes instead of subscribing and notes here what it
 /// sees; the app reads it to decide when the session is empty.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Retire {
+    started: std::time::Instant,
     /// The broker confirmed the unsubscription on the current connection.
     left: AtomicBool,
-    /// Publishes handed to the ingest.
-    forwarded: AtomicU64,
-    /// When the last publish (or the confirmation) came, ms since the epoch.
-    last_ms: AtomicI64,
+    /// QoS 1 publishes received, on every connection.
+    arrived: AtomicU64,
+    /// QoS 1 publishes of the current connection not yet acknowledged.
+    unacked: AtomicU64,
+    /// When something last came or our acknowledgements last went, ms after `started`.
+    last_ms: AtomicU64,
+}
+
+impl Default for Retire {
+    fn default() -> Self {
+        Retire {
+            started: std::time::Instant::now(),
+            left: AtomicBool::new(false),
+            arrived: AtomicU64::new(0),
+            unacked: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Retire {
-    /// How long the session must stay silent after the unsubscription to count as empty.
-    /// Mosquitto sends what it queued for a session right after the connection, as fast as
-    /// our acknowledgements allow.
-    pub const QUIET_MS: i64 = 3_000;
+    /// How long the session must stay silent, after the unsubscription and our last
+    /// acknowledgement, to count as empty. Mosquitto sends what it queued for a session as
+    /// fast as our acknowledgements free its in-flight window.
+    pub const QUIET: Duration = Duration::from_secs(3);
 
-    /// Publishes handed to the ingest so far.
-    pub fn forwarded(&self) -> u64 {
-        self.forwarded.load(Ordering::SeqCst)
+    /// QoS 1 publishes received so far.
+    pub fn arrived(&self) -> u64 {
+        self.arrived.load(Ordering::SeqCst)
     }
 
-    /// True when the unsubscription is confirmed on the current connection and nothing has
-    /// come since for [`Retire::QUIET_MS`].
-    pub fn quiet(&self, now_ms: i64) -> bool {
+    /// True when the unsubscription is confirmed on the current connection, everything
+    /// received on it is acknowledged, and nothing has come or gone for [`Retire::QUIET`].
+    pub fn quiet(&self) -> bool {
+        let silent = self.elapsed_ms() - self.last_ms.load(Ordering::SeqCst);
         self.left.load(Ordering::SeqCst)
-            && now_ms - self.last_ms.load(Ordering::SeqCst) >= Self::QUIET_MS
+            && self.unacked.load(Ordering::SeqCst) == 0
+            && silent >= Self::QUIET.as_millis() as u64
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     fn heard(&self) {
-        self.last_ms.store(now_ms(), Ordering::SeqCst);
+        self.last_ms.store(self.elapsed_ms(), Ordering::SeqCst);
+    }
+
+    fn connected(&self) {
+        self.left.store(false, Ordering::SeqCst);
+        // The broker sends again what it had sent unacknowledged.
+        self.unacked.store(0, Ordering::SeqCst);
+    }
+
+    fn received(&self, qos: QoS) {
+        if qos != QoS::AtMostOnce {
+            self.arrived.fetch_add(1, Ordering::SeqCst);
+            self.unacked.fetch_add(1, Ordering::SeqCst);
+        }
+        self.heard();
+    }
+
+    fn acknowledged(&self, n: u64) {
+        let _ = self
+            .unacked
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(n))
+            });
+        self.heard();
     }
 }
 
@@ -274,9 +319,9 @@ impl Poller {
                     let restore = !ack.session_present;
                     if let Some(retire) = &self.retire {
                         if restore {
-                            tracing::warn!("the broker had no session for this client id; nothing to take over");
+                            tracing::warn!("no session on the broker for this client id");
                         }
-                        retire.left.store(false, Ordering::SeqCst);
+                        retire.connected();
                         self.leave();
                     } else if restore {
                         if let Err(e) = self.client.try_subscribe_many(
@@ -322,7 +367,7 @@ impl Poller {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => {
                     if let Some(retire) = &self.retire {
-                        retire.heard();
+                        retire.received(publish.qos);
                     }
                     self.state
                         .observe_topic(&publish.topic, &publish.payload, now_ms());
@@ -341,15 +386,12 @@ impl Poller {
                     // Waiting here is waiting on our own ingest, never on the client.
                     if tx.send(publish).await.is_err() {
                         ingest = None;
-                    } else if let Some(retire) = &self.retire {
-                        retire.forwarded.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 Ok(_) => {}
                 Err(e) => {
                     if let Some(retire) = &self.retire {
-                        // The broker resends what was in flight: not empty until it confirms
-                        // the unsubscription again on the next connection.
+                        // Not empty until the next connection confirms the unsubscription.
                         retire.left.store(false, Ordering::SeqCst);
                     }
                     let chain = error_chain(&e);
@@ -402,6 +444,7 @@ impl Poller {
         let Some(network) = self.eventloop.network.as_mut() else {
             return;
         };
+        let n = pkids.len() as u64;
         let written = async {
             for pkid in pkids {
                 network.write(Packet::PubAck(PubAck::new(pkid))).await?;
@@ -409,7 +452,11 @@ impl Poller {
             network.flush().await
         };
         match tokio::time::timeout(Duration::from_secs(10), written).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                if let Some(retire) = &self.retire {
+                    retire.acknowledged(n);
+                }
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "acknowledgements not written"),
             Err(_) => tracing::warn!("acknowledgements not written within 10 s"),
         }

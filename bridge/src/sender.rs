@@ -16,8 +16,9 @@
 //! releases every login at once. Retries never end by count: records leave only when
 //! accepted, rejected into dead letters, or expired.
 //!
-//! On shutdown it sends everything due at once and stops when nothing is left or `hard_stop`
-//! fires; unsent records stay in the outbox for the next start.
+//! On shutdown it sends everything due at once (while the outage gate is open, still one probe
+//! per step) and stops when nothing is left or `hard_stop` fires; unsent records stay in the
+//! outbox for the next start.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
@@ -406,9 +407,21 @@ impl Sender {
                 let retry_in_ms = delay.as_millis() as u64;
                 if outage {
                     // The outage gate logs the outage once; per login it is detail.
-                    tracing::debug!(login, records = n, reason = %reason, retry_in_ms, "twinzo delivery failed; will retry");
+                    tracing::debug!(
+                        login,
+                        records = n,
+                        reason = %reason,
+                        retry_in_ms,
+                        "twinzo delivery failed; will retry"
+                    );
                 } else {
-                    tracing::warn!(login, records = n, reason = %reason, retry_in_ms, "twinzo delivery failed; will retry");
+                    tracing::warn!(
+                        login,
+                        records = n,
+                        reason = %reason,
+                        retry_in_ms,
+                        "twinzo delivery failed; will retry"
+                    );
                 }
                 return None;
             }

@@ -283,7 +283,7 @@ impl Drop for BridgeProcess {
 
 /// Runs `twinzo-bridge retire` with these settings until it exits (at most `limit`);
 /// returns its status and its log.
-pub fn retire(
+pub async fn retire(
     env: &[(String, String)],
     log: &Path,
     limit: Duration,
@@ -301,7 +301,7 @@ pub fn retire(
                 std::fs::read_to_string(log).unwrap_or_default()
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     (status, std::fs::read_to_string(log).unwrap_or_default())
 }
