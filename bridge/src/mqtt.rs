@@ -233,7 +233,10 @@ impl Retire {
     /// True when the unsubscription is confirmed on the current connection, everything
     /// received on it is acknowledged, and nothing has come or gone for [`Retire::QUIET`].
     pub fn quiet(&self) -> bool {
-        let silent = self.elapsed_ms() - self.last_ms.load(Ordering::SeqCst);
+        // Saturating: `heard` may store a later time between the two readings.
+        let silent = self
+            .elapsed_ms()
+            .saturating_sub(self.last_ms.load(Ordering::SeqCst));
         self.left.load(Ordering::SeqCst)
             && self.unacked.load(Ordering::SeqCst) == 0
             && silent >= Self::QUIET.as_millis() as u64

@@ -7,8 +7,8 @@
 //! them, in receive order. Under load a commit starts at most every [`LINGER`] (10 ms; a pause
 //! of [`GAP`] ends the wait), so a transaction and its fsync cover the messages of that time:
 //! in the benchmark's flood, about 600 messages per commit instead of 200, and a fifth less
-//! CPU per message. While the outbox
-//! is full it waits, acknowledging nothing, so the broker keeps the messages in our session.
+//! CPU per message. While the outbox is full it waits, acknowledging nothing, so the broker
+//! keeps the messages in our session.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -240,21 +240,21 @@ impl IngestTask {
             // a pause of GAP ends the wait (the broker may be holding back for our acks).
             let until = last_commit + LINGER;
             while group.len() < GROUP {
-                match rx.try_recv() {
-                    Ok(p) => group.push(p),
-                    Err(_) => {
-                        let wait = until.min(tokio::time::Instant::now() + GAP);
-                        let more = tokio::select! {
-                            biased;
-                            () = stop.cancelled() => None,
-                            p = rx.recv() => p,
-                            () = tokio::time::sleep_until(wait) => None,
-                        };
-                        match more {
-                            Some(p) => group.push(p),
-                            None => break,
-                        }
-                    }
+                // What is already queued is taken without setting a timer.
+                if let Ok(p) = rx.try_recv() {
+                    group.push(p);
+                    continue;
+                }
+                let wait = until.min(tokio::time::Instant::now() + GAP);
+                let more = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => None,
+                    p = rx.recv() => p,
+                    () = tokio::time::sleep_until(wait) => None,
+                };
+                match more {
+                    Some(p) => group.push(p),
+                    None => break,
                 }
             }
             last_commit = tokio::time::Instant::now();
