@@ -13,6 +13,7 @@ use std::time::Duration;
 use support::stack::{self, eventually, BridgeProcess};
 use support::Broker;
 use tokio_util::sync::CancellationToken;
+use twinzo_bridge::stub::StubHandle;
 
 /// The settings of group member `name`, at home in `dir/name`.
 fn member_env(
@@ -30,13 +31,44 @@ fn member_env(
     env
 }
 
-fn member(
-    broker: &Broker,
-    stub: std::net::SocketAddr,
-    dir: &std::path::Path,
-    name: &str,
-) -> BridgeProcess {
-    BridgeProcess::start(member_env(broker, stub, dir, name), &dir.join(name))
+/// A broker, the stand-in, and members of the group `bridges`, each subscribed.
+struct Group {
+    broker: Broker,
+    stub: StubHandle,
+    dir: tempfile::TempDir,
+    members: Vec<BridgeProcess>,
+    _stop: CancellationToken,
+}
+
+impl Group {
+    async fn start(names: &[&str]) -> Group {
+        let broker = Broker::start();
+        let stop = CancellationToken::new();
+        let stub = stack::start_stub(&stop).await;
+        let dir = tempfile::tempdir().unwrap();
+        let members: Vec<BridgeProcess> = names
+            .iter()
+            .map(|n| {
+                let env = member_env(&broker, stub.addr, dir.path(), n);
+                BridgeProcess::start(env, &dir.path().join(n))
+            })
+            .collect();
+        for m in &members {
+            stack::wait_subscribed_http(m.http.expect("listening"), None).await;
+        }
+        Group {
+            broker,
+            stub,
+            dir,
+            members,
+            _stop: stop,
+        }
+    }
+
+    /// Distinct locations the stand-in accepted.
+    fn accepted(&self) -> usize {
+        stack::distinct(&self.stub.accepted()).len()
+    }
 }
 
 async fn status(member: &BridgeProcess) -> serde_json::Value {
@@ -66,50 +98,30 @@ async fn settled(member: &BridgeProcess) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_bridges_split_one_stream_and_survive_a_member_crash() {
-    let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut members: Vec<BridgeProcess> = ["bridge-a", "bridge-b", "bridge-c"]
-        .iter()
-        .map(|n| member(&broker, stub.addr, dir.path(), n))
-        .collect();
-    for m in &members {
-        stack::wait_subscribed_http(m.http.expect("listening"), None).await;
-    }
+    let mut g = Group::start(&["bridge-a", "bridge-b", "bridge-c"]).await;
+    let broker = &g.broker;
 
     // Phase 1: 15,000 messages, nobody fails: each accepted exactly once.
     let all = stack::fleet_stream(30_000, 50);
     let (first, second) = all.split_at(15_000);
-    let acked = Arc::new(AtomicUsize::new(0));
-    stack::publish_stream(
-        broker.ws_url(),
-        broker.ws_port,
-        broker.publisher.clone(),
-        "pub-share".into(),
-        first.to_vec(),
-        3_000,
-        acked.clone(),
-    )
-    .await;
+    publish(broker, "pub-share", first).await;
     eventually(Duration::from_secs(120), "15000 locations", || {
-        stack::distinct(&stub.accepted()).len() >= 15_000
+        g.accepted() >= 15_000
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let accepted = stub.accepted();
+    // The broker split the stream: every member delivered part of it, and together all.
+    let mut per_member = Vec::new();
+    for m in &g.members {
+        per_member.push(settled(m).await);
+        let status = status(m).await;
+        assert_eq!(status["broker"]["shared_group"], "bridges", "{status}");
+    }
+    let accepted = g.stub.accepted();
     assert_eq!(
         (accepted.len(), stack::distinct(&accepted).len()),
         (15_000, 15_000),
         "each message accepted once in total"
     );
-    // The broker split the stream: every member delivered part of it, and together all.
-    let mut per_member = Vec::new();
-    for m in &members {
-        per_member.push(settled(m).await);
-        let status = status(m).await;
-        assert_eq!(status["broker"]["shared_group"], "bridges", "{status}");
-    }
     eprintln!("scale-out: phase 1 delivered per member {per_member:?}");
     assert!(
         per_member.iter().all(|&d| d > 0),
@@ -132,28 +144,28 @@ async fn three_bridges_split_one_stream_and_survive_a_member_crash() {
         acked.load(Ordering::Relaxed) >= 5_000
     })
     .await;
-    members[1].kill();
+    g.members[1].kill();
     eventually(Duration::from_secs(60), "12000 acked", || {
         acked.load(Ordering::Relaxed) >= 12_000
     })
     .await;
-    members[1].restart();
+    g.members[1].restart();
     publisher.await.unwrap();
     eventually(Duration::from_secs(180), "30000 distinct locations", || {
-        stack::distinct(&stub.accepted()).len() >= 30_000
+        g.accepted() >= 30_000
     })
     .await;
-    for m in members.iter_mut() {
+    for m in g.members.iter_mut() {
         assert!(
             m.child.try_wait().unwrap().is_none(),
             "a member exited: {}",
             m.all_logs()
         );
     }
-    let stats = stub.stats();
+    let stats = g.stub.stats();
     eprintln!(
         "scale-out: 30000 published over 3 members, distinct accepted {}, duplicates {} (all from the crash phase)",
-        stack::distinct(&stub.accepted()).len(),
+        g.accepted(),
         stats.duplicates
     );
 }
@@ -174,32 +186,24 @@ async fn publish(broker: &Broker, id: &str, messages: &[(String, Vec<u8>)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retired_member_hands_over_its_share_and_leaves_the_group() {
-    let broker = Broker::start();
-    let stop = CancellationToken::new();
-    let stub = stack::start_stub(&stop).await;
-    let dir = tempfile::tempdir().unwrap();
-    let a = member(&broker, stub.addr, dir.path(), "bridge-a");
-    let mut b = member(&broker, stub.addr, dir.path(), "bridge-b");
-    for m in [&a, &b] {
-        stack::wait_subscribed_http(m.http.expect("listening"), None).await;
-    }
+    let mut g = Group::start(&["bridge-a", "bridge-b"]).await;
+
     // bridge-b's share (5,000) is more than the broker sends unacknowledged (4,000): retire
     // must also take in what the broker sends only after its acknowledgements.
     let all = stack::fleet_stream(13_000, 30);
-    let accepted = || stack::distinct(&stub.accepted()).len();
 
     // bridge-b goes away: Mosquitto keeps queueing its share in its durable session, and
     // bridge-a gets none of it.
-    b.kill();
-    publish(&broker, "pub-retire-1", &all[..10_000]).await;
-    let from_a = settled(&a).await;
-    let held = 10_000 - accepted();
+    g.members[1].kill();
+    publish(&g.broker, "pub-retire-1", &all[..10_000]).await;
+    let from_a = settled(&g.members[0]).await;
+    let held = 10_000 - g.accepted();
     eprintln!(
         "scale-out retire: 10000 published with bridge-b away, bridge-a delivered {from_a}, \
          {held} held in bridge-b's session"
     );
     assert_eq!(
-        accepted() as u64,
+        g.accepted() as u64,
         from_a,
         "everything accepted came from bridge-a"
     );
@@ -209,24 +213,24 @@ async fn a_retired_member_hands_over_its_share_and_leaves_the_group() {
     );
 
     // Retiring bridge-b (same client id, its own outbox) delivers what its session held.
-    let env = member_env(&broker, stub.addr, dir.path(), "bridge-b");
-    let log = dir.path().join("bridge-b").join("retire.log");
+    let env = member_env(&g.broker, g.stub.addr, g.dir.path(), "bridge-b");
+    let log = g.dir.path().join("bridge-b").join("retire.log");
     let (status, log) = stack::retire(&env, &log, Duration::from_secs(120)).await;
     assert!(status.success(), "retire failed: {status}\n{log}");
     assert!(log.contains("session removed"), "{log}");
-    assert_eq!(accepted(), 10_000, "nothing lost");
+    assert_eq!(g.accepted(), 10_000, "nothing lost");
 
     // The group is bridge-a alone now: it gets every new message, none is queued for b.
-    let before_a = settled(&a).await;
-    publish(&broker, "pub-retire-2", &all[10_000..]).await;
+    let before_a = settled(&g.members[0]).await;
+    publish(&g.broker, "pub-retire-2", &all[10_000..]).await;
     eventually(Duration::from_secs(60), "13000 distinct locations", || {
-        accepted() >= 13_000
+        g.accepted() >= 13_000
     })
     .await;
-    assert_eq!(settled(&a).await - before_a, 3_000);
+    assert_eq!(settled(&g.members[0]).await - before_a, 3_000);
     eprintln!(
         "scale-out retire: held {held} handed over by retire, then 3000 all to bridge-a, \
          13000 distinct accepted, duplicates {}",
-        stub.stats().duplicates
+        g.stub.stats().duplicates
     );
 }

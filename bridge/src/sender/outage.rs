@@ -174,6 +174,12 @@ mod tests {
         v.iter().map(ToString::to_string).collect()
     }
 
+    /// Sends `login` as the probe and has it fail at `t`; returns the next wait.
+    fn probe_fails(g: &mut Outage, login: &str, t: Instant) -> Option<Duration> {
+        g.probe_started(&logins(&[login]), t);
+        g.failed(&[login], g.epoch(), None, t)
+    }
+
     #[test]
     fn closed_gate_admits_everything() {
         let g = gate();
@@ -232,8 +238,7 @@ mod tests {
         let mut t = Instant::now();
         g.failed(&["a"], None, None, t).unwrap();
         for _ in 0..40 {
-            g.probe_started(&logins(&["a"]), t);
-            let wait = g.failed(&["a"], g.epoch(), None, t).unwrap();
+            let wait = probe_fails(&mut g, "a", t).unwrap();
             assert!(wait <= Duration::from_secs(5), "{wait:?}");
             t += wait;
         }
@@ -244,8 +249,7 @@ mod tests {
         let mut g = gate();
         let t = Instant::now();
         g.failed(&["a"], None, None, t).unwrap();
-        g.probe_started(&logins(&["b"]), t);
-        g.failed(&["b"], g.epoch(), None, t).unwrap();
+        probe_fails(&mut g, "b", t).unwrap();
         g.probe_started(&logins(&["c"]), t);
         assert!(g.answered(), "the outage was confirmed: release");
         assert_eq!(g.admits(t), Admit::All);
@@ -268,11 +272,9 @@ mod tests {
         let t = Instant::now();
         g.failed(&["a"], None, None, t).unwrap();
         assert_eq!(g.probe_order(logins(&["a", "b", "c"]))[0], "b");
-        g.probe_started(&logins(&["b"]), t);
-        g.failed(&["b"], g.epoch(), None, t).unwrap();
+        probe_fails(&mut g, "b", t).unwrap();
         assert_eq!(g.probe_order(logins(&["a", "b", "c"]))[0], "c");
-        g.probe_started(&logins(&["c"]), t);
-        g.failed(&["c"], g.epoch(), None, t).unwrap();
+        probe_fails(&mut g, "c", t).unwrap();
         let order = g.probe_order(logins(&["a", "b", "c"]));
         assert_eq!(order, logins(&["a", "b", "c"]), "all tried: a new round");
         assert_eq!(
